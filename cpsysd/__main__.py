@@ -1,0 +1,5 @@
+"""``python -m cpsysd``: the same as the ``cpsysd`` console script."""
+
+from cpsysd.cli import main
+
+main()
