@@ -1,0 +1,77 @@
+"""The Typer application: the root command, error mapping, and the command groups of the other
+``cpsysd.cli`` modules."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from cpsysd import __version__
+from cpsysd.errors import CpsysdError
+
+app = typer.Typer(
+    name="cpsysd",
+    help="Run CherryPy (and any WSGI) applications the systemd way: hardened units, socket "
+    "activation, sd_notify, journald and TLS, from one description file (cpsysd.toml).",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cpsysd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors (also CPSYSD_DEBUG=1)."),
+) -> None:
+    """Options that apply to every command."""
+
+
+def _register() -> None:
+    # Imported here, not at module top, so each module can register on the finished app.
+    from cpsysd.cli import cert, debian, scale, serve, trycmd, units  # noqa: PLC0415
+
+    for module in (units, serve, cert, trycmd, debian, scale):
+        module.register(app)
+
+
+def fail(message: str) -> int:
+    """Print one ``cpsysd: error: ...`` line on stderr; returns the exit code to use."""
+    sys.stderr.write(f"cpsysd: error: {message}\n")
+    return 1
+
+
+def run(argv: list[str], debug: bool = False) -> int:
+    """Run the command line ``argv``; return the process exit code."""
+    _register()
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="cpsysd", standalone_mode=False)
+    except CpsysdError as err:
+        if debug:
+            raise
+        fail(err.one_line())
+        return err.exit_code
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.exceptions.Abort:
+        return fail("interrupted") and 130
+    except KeyboardInterrupt:
+        return fail("interrupted") and 130
+    except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
+        if debug:
+            raise
+        return fail(f"unexpected {type(err).__name__}: {err} (run again with --debug for a traceback)") and 70
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,57 @@
+"""Fixtures shared by every test module.
+
+Tests use real components (sockets, systemd-socket-activate, systemd-analyze, systemd in the
+ephemeral container, nginx, openssl, curl); ports are always free ephemeral ones, never fixed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "hello"
+
+
+def free_port(family: int = socket.AF_INET) -> int:
+    """A TCP port nobody listens on right now (bound to port 0, then released)."""
+    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test sees the socket-activation or notify variables of whoever runs the suite."""
+    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC",
+                "WATCHDOG_PID", "CREDENTIALS_DIRECTORY", "INVOCATION_ID", "JOURNAL_STREAM",
+                "CPSYSD_DEBUG"):
+        monkeypatch.delenv(var, raising=False)
+    yield
+
+
+@pytest.fixture
+def python() -> str:
+    """The interpreter of this test run (the project's .venv), for subprocesses."""
+    return sys.executable
+
+
+@pytest.fixture
+def cpsysd_cmd() -> list[str]:
+    """argv prefix that runs this checkout's cpsysd as a real process."""
+    return [sys.executable, "-m", "cpsysd"]
+
+
+def needs_root() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
