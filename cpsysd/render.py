@@ -57,7 +57,7 @@ _SANDBOX_COMMON = (
     "SystemCallArchitectures=native",
 )
 _SANDBOX_STRICT = (
-    "# No writable and executable memory (breaks JITs and cffi callbacks: hardening = \"relaxed\").",
+    '# No writable and executable memory (breaks JITs and cffi callbacks: hardening = "relaxed").',
     "MemoryDenyWriteExecute=yes",
     "# The system calls of an ordinary service, minus privileged and resource-control ones.",
     "SystemCallFilter=@system-service",
@@ -111,7 +111,7 @@ def _templates_dir() -> Path:
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    import jinja2  # noqa: PLC0415 - heavy; only commands that render pay for it
+    import jinja2
 
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_templates_dir())),
@@ -156,11 +156,11 @@ def exec_start(spec: AppSpec, options: RenderOptions) -> str:
 def hardening_lines(spec: AppSpec, user_mode: bool) -> tuple[str, ...]:
     """The sandbox directives for ``spec``, with their explaining comments."""
     if user_mode:
-        lines = _SANDBOX_USER
+        user_lines: tuple[str, ...] = _SANDBOX_USER
         if spec.hardening is Hardening.STRICT:
-            lines += ("MemoryDenyWriteExecute=yes", "SystemCallFilter=@system-service")
-        return lines
-    lines = _SANDBOX_COMMON
+            user_lines += ("MemoryDenyWriteExecute=yes", "SystemCallFilter=@system-service")
+        return user_lines
+    lines: tuple[str, ...] = _SANDBOX_COMMON
     if spec.hardening is Hardening.STRICT:
         lines += _SANDBOX_STRICT
     return lines + (_NETWORK if spec.network else _NO_NETWORK)
@@ -220,6 +220,12 @@ def render_socket(spec: AppSpec, options: RenderOptions, fd_name: str) -> str:
         reuse_port=False,
         wanted_by="sockets.target",
     )
+
+
+def units_to_enable(spec: AppSpec) -> list[str]:
+    """The units ``cpsysd install`` enables (and starts, with ``--now``): the sockets; the
+    service starts on the first connection."""
+    return [socket_unit_name(spec, fd_name) for fd_name in spec.fd_names]
 
 
 def render_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:

@@ -27,7 +27,9 @@ _ENTRY = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*")
 _FDNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _ENV_NAME = re.compile(_IDENT)
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-_DOMAIN = re.compile(r"(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_DOMAIN = re.compile(
+    r"(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
 # Characters a path may not contain: they would need quoting in list-valued directives
 # (ReadWritePaths=, nginx's root) where cpsysd prefers a clear refusal to clever escaping.
 _PATH_FORBIDDEN = set(" \t\"'\\;{}$`")
@@ -180,7 +182,7 @@ def _typed(fieldname: str, value: object, kind: type | tuple[type, ...], what: s
 
 
 def _text(fieldname: str, value: object) -> str:
-    text = _typed(fieldname, value, str, "a string")
+    text: str = _typed(fieldname, value, str, "a string")
     try:
         escape.unit_value(text)
     except ValueError as err:
@@ -201,7 +203,7 @@ def _bool(fieldname: str, value: object) -> bool:
 
 
 def _choice(fieldname: str, value: object, enum: type[_E]) -> _E:
-    text = _typed(fieldname, value, str, "a string")
+    text: str = _typed(fieldname, value, str, "a string")
     try:
         return enum(text)
     except ValueError:
@@ -223,11 +225,17 @@ def check_path(fieldname: str, value: object, base: str | None = None) -> str:
         raise SpecError(fieldname, f"{text!r} {err}") from None
     bad = sorted(set(text) & _PATH_FORBIDDEN)
     if bad:
-        raise SpecError(fieldname, f"{text!r} contains {''.join(bad)!r}", "use a path without spaces, quotes, backslashes, ';', '{}', '$' or '`'")
+        raise SpecError(
+            fieldname,
+            f"{text!r} contains {''.join(bad)!r}",
+            "use a path without spaces, quotes, backslashes, ';', '{}', '$' or '`'",
+        )
     path = PurePosixPath(text)
     if not path.is_absolute():
         if base is None:
-            raise SpecError(fieldname, f"{text!r} is a relative path", "give an absolute path, starting with /")
+            raise SpecError(
+                fieldname, f"{text!r} is a relative path", "give an absolute path, starting with /"
+            )
         path = PurePosixPath(base) / path
     parts: list[str] = []
     for part in path.parts[1:]:
@@ -253,11 +261,20 @@ def parse_listener(fieldname: str, value: object) -> Listener:
         if "tls" in value:
             tls = _bool(f"{fieldname}.tls", value["tls"])
     else:
-        address = _typed(fieldname, value, str, 'an address like "8080", "127.0.0.1:8080", "[::1]:8080" or "/run/app.sock"')
+        address = _typed(
+            fieldname,
+            value,
+            str,
+            'an address like "8080", "127.0.0.1:8080", "[::1]:8080" or "/run/app.sock"',
+        )
         if "=" in address:
             address, name = address.rsplit("=", 1)
     if name is not None and not _FDNAME.fullmatch(name):
-        raise SpecError(fieldname, f"socket name {name!r} is invalid", "use up to 64 letters, digits, '_', '.', '-'")
+        raise SpecError(
+            fieldname,
+            f"socket name {name!r} is invalid",
+            "use up to 64 letters, digits, '_', '.', '-'",
+        )
     if tls is None:
         tls = name == "https"
     if name is None:
@@ -265,7 +282,11 @@ def parse_listener(fieldname: str, value: object) -> Listener:
     if address.startswith("/"):
         path = check_path(fieldname, address)
         if len(path.encode()) > SUN_PATH_MAX:
-            raise SpecError(fieldname, f"unix socket path is longer than {SUN_PATH_MAX} bytes", "use a shorter path, e.g. under /run")
+            raise SpecError(
+                fieldname,
+                f"unix socket path is longer than {SUN_PATH_MAX} bytes",
+                "use a shorter path, e.g. under /run",
+            )
         return Listener(name, tls, path=path)
     host: str | None = None
     port_text = address
@@ -283,10 +304,17 @@ def parse_listener(fieldname: str, value: object) -> Listener:
         try:
             ipaddress.IPv4Address(host)
         except ValueError:
-            hint = "write IPv6 addresses in brackets, e.g. [::1]:8080" if ":" in host else "systemd listens on IP addresses, not host names"
+            hint = (
+                "write IPv6 addresses in brackets, e.g. [::1]:8080"
+                if ":" in host
+                else "systemd listens on IP addresses, not host names"
+            )
             raise SpecError(fieldname, f"{host!r} is not an IPv4 address", hint) from None
     if not port_text.isascii() or not port_text.isdigit():
-        raise SpecError(fieldname, f"{address!r} is not PORT, HOST:PORT, [V6]:PORT or an absolute unix socket path")
+        raise SpecError(
+            fieldname,
+            f"{address!r} is not PORT, HOST:PORT, [V6]:PORT or an absolute unix socket path",
+        )
     port = int(port_text)
     if not 1 <= port <= 65535:
         raise SpecError(fieldname, f"port {port} is out of range", "use 1 to 65535")
@@ -305,7 +333,11 @@ def _listeners(fieldname: str, value: object) -> tuple[Listener, ...]:
             raise SpecError(f"{fieldname}[{i}]", f"{listener.address} is listed twice")
         addresses.add(listener.address)
         if seen.setdefault(listener.name, listener.tls) != listener.tls:
-            raise SpecError(f"{fieldname}[{i}]", f"socket {listener.name!r} mixes TLS and plain listeners", "give TLS listeners their own name, e.g. =https")
+            raise SpecError(
+                f"{fieldname}[{i}]",
+                f"socket {listener.name!r} mixes TLS and plain listeners",
+                "give TLS listeners their own name, e.g. =https",
+            )
     return listeners
 
 
@@ -314,7 +346,11 @@ def _environment(fieldname: str, value: object) -> tuple[tuple[str, str], ...]:
     pairs = []
     for key, item in table.items():
         if not _ENV_NAME.fullmatch(key):
-            raise SpecError(f"{fieldname}.{key}", "is not a valid variable name", "use letters, digits and '_', not starting with a digit")
+            raise SpecError(
+                f"{fieldname}.{key}",
+                "is not a valid variable name",
+                "use letters, digits and '_', not starting with a digit",
+            )
         text = _typed(f"{fieldname}.{key}", item, str, "a string")
         try:
             escape.check_text(text)
@@ -331,9 +367,17 @@ def _user(fieldname: str, value: object) -> tuple[str | None, str | None]:
     user, _, group = text.partition(":")
     for part in (user, group) if group else (user,):
         if not _USER.fullmatch(part):
-            raise SpecError(fieldname, f"{part!r} is not a valid user or group name", "use lower-case letters, digits, '_' and '-'")
+            raise SpecError(
+                fieldname,
+                f"{part!r} is not a valid user or group name",
+                "use lower-case letters, digits, '_' and '-'",
+            )
     if user == "root" or group == "root":
-        raise SpecError(fieldname, "refusing to run the app as root", 'leave user = "" for DynamicUser=yes, or name an unprivileged user')
+        raise SpecError(
+            fieldname,
+            "refusing to run the app as root",
+            'leave user = "" for DynamicUser=yes, or name an unprivileged user',
+        )
     return user, group or None
 
 
@@ -349,7 +393,11 @@ def _no_unknown(fieldname: str, table: Mapping[str, object], known: set[str]) ->
         if key not in known:
             where = f"{fieldname}.{key}" if fieldname else key
             close = [k for k in sorted(known) if k[:3] == key[:3]]
-            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(known))}"
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else f"known keys: {', '.join(sorted(known))}"
+            )
             raise SpecError(where, "unknown key", hint)
 
 
@@ -358,25 +406,45 @@ def _tls(fieldname: str, value: object, base: str) -> TLSConfig:
     _no_unknown(fieldname, table, {"cert", "key", "chain", "renew_days", "ca_dir", "hosts"})
     for required in ("cert", "key"):
         if required not in table:
-            raise SpecError(f"{fieldname}.{required}", "is missing", "name the PEM file, e.g. cpsysd cert selfsigned writes one")
+            raise SpecError(
+                f"{fieldname}.{required}",
+                "is missing",
+                "name the PEM file, e.g. cpsysd cert selfsigned writes one",
+            )
     hosts = _typed(f"{fieldname}.hosts", table.get("hosts", []), list, "a list of host names")
     return TLSConfig(
         cert=check_path(f"{fieldname}.cert", table["cert"], base),
         key=check_path(f"{fieldname}.key", table["key"], base),
         chain=check_path(f"{fieldname}.chain", table["chain"], base) if "chain" in table else None,
         renew_days=_int(f"{fieldname}.renew_days", table.get("renew_days", 0), 0, 365),
-        ca_dir=check_path(f"{fieldname}.ca_dir", table["ca_dir"], base) if "ca_dir" in table else None,
+        ca_dir=check_path(f"{fieldname}.ca_dir", table["ca_dir"], base)
+        if "ca_dir" in table
+        else None,
         hosts=tuple(_text(f"{fieldname}.hosts[{i}]", h) for i, h in enumerate(hosts)),
     )
 
 
 def _nginx(fieldname: str, value: object, base: str) -> NginxConfig:
     table = _typed(fieldname, value, dict, "a table")
-    known = {"server_name", "listen", "static", "upstream", "tls_cert", "tls_key", "client_max_body_size"}
+    known = {
+        "server_name",
+        "listen",
+        "static",
+        "upstream",
+        "tls_cert",
+        "tls_key",
+        "client_max_body_size",
+    }
     _no_unknown(fieldname, table, known)
-    names = _typed(f"{fieldname}.server_name", table.get("server_name", ["_"]), list, "a list of domains")
-    static = _typed(f"{fieldname}.static", table.get("static", {}), dict, 'a table of "/url/" = "/dir"')
-    upstream = _typed(f"{fieldname}.upstream", table.get("upstream", []), list, 'a list of "host:port"')
+    names = _typed(
+        f"{fieldname}.server_name", table.get("server_name", ["_"]), list, "a list of domains"
+    )
+    static = _typed(
+        f"{fieldname}.static", table.get("static", {}), dict, 'a table of "/url/" = "/dir"'
+    )
+    upstream = _typed(
+        f"{fieldname}.upstream", table.get("upstream", []), list, 'a list of "host:port"'
+    )
     backends = []
     for i, item in enumerate(upstream):
         listener = parse_listener(f"{fieldname}.upstream[{i}]", item)
@@ -385,17 +453,29 @@ def _nginx(fieldname: str, value: object, base: str) -> NginxConfig:
         backends.append(listener.address)
     for prefix in static:
         if not prefix.startswith("/") or set(prefix) & (_PATH_FORBIDDEN | {"~"}):
-            raise SpecError(f"{fieldname}.static", f"URL prefix {prefix!r} must start with / and have no spaces or quotes")
+            raise SpecError(
+                f"{fieldname}.static",
+                f"URL prefix {prefix!r} must start with / and have no spaces or quotes",
+            )
     tls_keys = [k for k in ("tls_cert", "tls_key") if k in table]
     if len(tls_keys) == 1:
         raise SpecError(f"{fieldname}.{tls_keys[0]}", "needs both tls_cert and tls_key")
-    size = _typed(f"{fieldname}.client_max_body_size", table.get("client_max_body_size", "10m"), str, 'a size like "10m"')
+    size = _typed(
+        f"{fieldname}.client_max_body_size",
+        table.get("client_max_body_size", "10m"),
+        str,
+        'a size like "10m"',
+    )
     if not re.fullmatch(r"[0-9]+[kKmMgG]?", size):
         raise SpecError(f"{fieldname}.client_max_body_size", f"{size!r} is not a size like 10m")
     return NginxConfig(
-        server_names=tuple(_domain(f"{fieldname}.server_name[{i}]", n) for i, n in enumerate(names)) or ("_",),
+        server_names=tuple(_domain(f"{fieldname}.server_name[{i}]", n) for i, n in enumerate(names))
+        or ("_",),
         listen=_int(f"{fieldname}.listen", table.get("listen", 80), 1, 65535),
-        static=tuple((prefix, check_path(f"{fieldname}.static.{prefix}", path, base)) for prefix, path in static.items()),
+        static=tuple(
+            (prefix, check_path(f"{fieldname}.static.{prefix}", path, base))
+            for prefix, path in static.items()
+        ),
         upstream=tuple(backends),
         tls_cert=check_path(f"{fieldname}.tls_cert", table["tls_cert"], base) if tls_keys else None,
         tls_key=check_path(f"{fieldname}.tls_key", table["tls_key"], base) if tls_keys else None,
@@ -416,9 +496,28 @@ def _vhosts(fieldname: str, value: object) -> tuple[tuple[str, str], ...]:
 
 
 KNOWN_KEYS = {
-    "name", "entry", "kind", "config", "python", "working_directory", "description", "user",
-    "environment", "environment_file", "listen", "network", "watchdog_sec", "timeout_stop_sec",
-    "restart", "hardening", "state_directory", "workers", "worker_mode", "tls", "nginx", "vhosts",
+    "name",
+    "entry",
+    "kind",
+    "config",
+    "python",
+    "working_directory",
+    "description",
+    "user",
+    "environment",
+    "environment_file",
+    "listen",
+    "network",
+    "watchdog_sec",
+    "timeout_stop_sec",
+    "restart",
+    "hardening",
+    "state_directory",
+    "workers",
+    "worker_mode",
+    "tls",
+    "nginx",
+    "vhosts",
 }
 
 
@@ -432,23 +531,34 @@ def parse_spec(table: Mapping[str, Any], base_dir: str, source: str | None = Non
     try:
         escape.check_unit_stem(name)
     except ValueError as err:
-        raise SpecError("name", f"{name!r} {err}", "e.g. name = \"my-app\"") from None
+        raise SpecError("name", f"{name!r} {err}", 'e.g. name = "my-app"') from None
     entry = _typed("entry", table["entry"], str, "MODULE:OBJECT")
     if not _ENTRY.fullmatch(entry):
-        raise SpecError("entry", f"{entry!r} is not MODULE:OBJECT", 'e.g. entry = "hello:Root" or "myapp.wsgi:application"')
+        raise SpecError(
+            "entry",
+            f"{entry!r} is not MODULE:OBJECT",
+            'e.g. entry = "hello:Root" or "myapp.wsgi:application"',
+        )
     workdir = check_path("working_directory", table.get("working_directory", base_dir), base_dir)
     get = table.get
     user, group = _user("user", get("user", ""))
     tls = _tls("tls", table["tls"], workdir) if "tls" in table else None
     listeners = _listeners("listen", get("listen", ["8080"]))
     if any(listener.tls for listener in listeners) and tls is None:
-        raise SpecError("tls", "a TLS listener needs certificate files", 'add [tls] cert = "..." key = "..." (cpsysd cert selfsigned makes them)')
+        raise SpecError(
+            "tls",
+            "a TLS listener needs certificate files",
+            'add [tls] cert = "..." key = "..." (cpsysd cert selfsigned makes them)',
+        )
     workers = _int("workers", get("workers", 1), 1, 256)
     worker_mode = _choice("worker_mode", get("worker_mode", "reuseport"), WorkerMode)
     if workers > 1 and worker_mode is WorkerMode.PORTS:
         for listener in listeners:
             if listener.is_unix or (listener.port or 0) + workers - 1 > 65535:
-                raise SpecError("worker_mode", f"'ports' needs TCP listeners with {workers} free ports from {listener.address}")
+                raise SpecError(
+                    "worker_mode",
+                    f"'ports' needs TCP listeners with {workers} ports from {listener.address}",
+                )
     return AppSpec(
         name=name,
         entry=entry,
@@ -460,7 +570,9 @@ def parse_spec(table: Mapping[str, Any], base_dir: str, source: str | None = Non
         user=user,
         group=group,
         environment=_environment("environment", get("environment", {})),
-        environment_file=check_path("environment_file", table["environment_file"]) if "environment_file" in table else None,
+        environment_file=check_path("environment_file", table["environment_file"])
+        if "environment_file" in table
+        else None,
         listeners=listeners,
         network=_bool("network", get("network", True)),
         watchdog_sec=_int("watchdog_sec", get("watchdog_sec", 30), 0, 3600),
@@ -483,7 +595,11 @@ def load_spec(path: str | Path) -> AppSpec:
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SpecError(str(file), "no such file", "create one with: cpsysd init --name NAME --entry MODULE:OBJECT") from None
+        raise SpecError(
+            str(file),
+            "no such file",
+            "create one with: cpsysd init --name NAME --entry MODULE:OBJECT",
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError(str(file), f"cannot read: {err}") from None
     except tomllib.TOMLDecodeError as err:
@@ -491,6 +607,8 @@ def load_spec(path: str | Path) -> AppSpec:
     if file.name == "pyproject.toml":
         data = data.get("tool", {}).get("cpsysd")
         if not isinstance(data, dict):
-            raise SpecError(str(file), "has no [tool.cpsysd] table", "add one, or use a cpsysd.toml")
+            raise SpecError(
+                str(file), "has no [tool.cpsysd] table", "add one, or use a cpsysd.toml"
+            )
     absolute = file.resolve()
     return parse_spec(data, str(absolute.parent), source=str(absolute))

@@ -9,12 +9,17 @@ from typing import Any
 
 from cpsysd.spec import AppSpec, Listener
 
-HEADER = "# Written by cpsysd install from {source}; edit that file and run install again.\n"  # noqa: E501
+HEADER = "# Written by cpsysd install from {source}; edit that file and run install again.\n"
 
 
 def _string(text: str) -> str:
     # JSON string syntax is TOML basic-string syntax, except that TOML forbids a raw DEL.
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def toml_value(value: Any) -> str:
+    """One TOML value (string, integer, boolean, array or inline table)."""
+    return _value(value)
 
 
 def _value(value: Any) -> str:
@@ -63,7 +68,12 @@ def spec_to_table(spec: AppSpec) -> dict[str, Any]:
         table["environment_file"] = spec.environment_file
     if spec.tls:
         tls = spec.tls
-        table["tls"] = {"cert": tls.cert, "key": tls.key, "renew_days": tls.renew_days, "hosts": list(tls.hosts)}
+        table["tls"] = {
+            "cert": tls.cert,
+            "key": tls.key,
+            "renew_days": tls.renew_days,
+            "hosts": list(tls.hosts),
+        }
         if tls.chain:
             table["tls"]["chain"] = tls.chain
         if tls.ca_dir:

@@ -22,9 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     debug = _debug_requested(args)
     args = [arg for arg in args if arg != "--debug"]
     if args[:1] == ["serve"]:
-        from cpsysd.runtime.main import serve_main  # noqa: PLC0415 - keep serve's start-up lean
+        from cpsysd.runtime.main import serve_main
 
         sys.exit(serve_main(args[1:], debug=debug))
-    from cpsysd.cli.app import run  # noqa: PLC0415
+    from cpsysd.cli.app import run
 
     sys.exit(run(args, debug=debug))

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
+
+try:  # typer >= 0.22 vendors click; Debian's typer 0.7 uses the click package
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import ClickException  # type: ignore[import-not-found,no-redef]
 
 from cpsysd import __version__
 from cpsysd.errors import CpsysdError
@@ -30,15 +34,19 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors (also CPSYSD_DEBUG=1)."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show tracebacks on errors (also CPSYSD_DEBUG=1)."
+    ),
 ) -> None:
     """Options that apply to every command."""
 
 
 def _register() -> None:
     # Imported here, not at module top, so each module can register on the finished app.
-    from cpsysd.cli import cert, debian, scale, serve, trycmd, units  # noqa: PLC0415
+    from cpsysd.cli import cert, debian, scale, serve, trycmd, units
 
     for module in (units, serve, cert, trycmd, debian, scale):
         module.register(app)
@@ -61,17 +69,20 @@ def run(argv: list[str], debug: bool = False) -> int:
             raise
         fail(err.one_line())
         return err.exit_code
-    except click.exceptions.Exit as err:
-        return err.exit_code
-    except click.ClickException as err:
+    except typer.Exit as err:
+        return int(err.exit_code)
+    except ClickException as err:
         err.show()
-        return err.exit_code
-    except click.exceptions.Abort:
+        return int(err.exit_code)
+    except typer.Abort:
         return fail("interrupted") and 130
     except KeyboardInterrupt:
         return fail("interrupted") and 130
-    except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
+    except Exception as err:
         if debug:
             raise
-        return fail(f"unexpected {type(err).__name__}: {err} (run again with --debug for a traceback)") and 70
+        return (
+            fail(f"unexpected {type(err).__name__}: {err} (run again with --debug for a traceback)")
+            and 70
+        )
     return result if isinstance(result, int) else 0

@@ -1,0 +1,242 @@
+"""Commands that turn a description into units: init, generate, verify, install, uninstall."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from cpsysd.errors import CpsysdError, SpecError
+
+if TYPE_CHECKING:
+    from cpsysd.install import InstallReport
+    from cpsysd.spec import AppSpec
+
+CONFIG_HELP = "The app description (cpsysd.toml, or a pyproject.toml with [tool.cpsysd])."
+
+
+def _find_description(name: str | None, config: Path | None) -> Path:
+    """-c FILE, else ./cpsysd.toml, else /etc/cpsysd/NAME.toml."""
+    if config is not None:
+        return config
+    local = Path("cpsysd.toml")
+    if local.exists():
+        return local
+    if name is not None:
+        system = Path("/etc/cpsysd") / f"{name}.toml"
+        if system.exists():
+            return system
+    where = f"./cpsysd.toml or /etc/cpsysd/{name}.toml" if name else "./cpsysd.toml"
+    raise CpsysdError(
+        f"no description found ({where})", "pass -c FILE, or create one with cpsysd init"
+    )
+
+
+def _load(name: str | None, config: Path | None) -> AppSpec:
+    from cpsysd.spec import load_spec
+
+    path = _find_description(name, config)
+    spec = load_spec(path)
+    if name is not None and spec.name != name:
+        raise SpecError(
+            "name",
+            f"{path} describes {spec.name!r}, not {name!r}",
+            f"pass -c with {name}'s description",
+        )
+    return spec
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("init")
+    def init(
+        name: str = typer.Option(
+            ..., "--name", help="The app's name: the unit name stem (NAME.service)."
+        ),
+        entry: str = typer.Option(
+            ..., "--entry", help="MODULE:OBJECT, a CherryPy root class/object or a WSGI callable."
+        ),
+        listen: list[str] = typer.Option(
+            None,
+            "--listen",
+            help="PORT, HOST:PORT, [V6]:PORT or /unix/path, optionally =NAME (the socket name; "
+            "'https' serves TLS). Repeatable. Default 8080.",
+        ),
+        no_network: bool = typer.Option(
+            False, "--no-network", help="The app makes no outbound connections: PrivateNetwork=yes."
+        ),
+        output: Path = typer.Option(
+            Path("cpsysd.toml"),
+            "-o",
+            "--output",
+            help="Where to write the description ('-' prints it).",
+        ),
+        config: str = typer.Option(
+            None, "--config", help="CherryPy config file, relative to the working directory."
+        ),
+        python: str = typer.Option(
+            None,
+            "--python",
+            help="Interpreter with the app and cpsysd installed (default: the one running cpsysd).",
+        ),
+        working_directory: str = typer.Option(
+            None,
+            "--working-directory",
+            help="Where the app is imported from (default: the description's directory).",
+        ),
+        tls_cert: str = typer.Option(
+            None, "--tls-cert", help="Certificate (chain) PEM file for TLS listeners."
+        ),
+        tls_key: str = typer.Option(
+            None, "--tls-key", help="Private key PEM file for TLS listeners."
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Overwrite an existing description file."
+        ),
+    ) -> None:
+        """Write a commented cpsysd.toml describing an app."""
+        from cpsysd.initfile import InitRequest, write_init
+
+        request = InitRequest(
+            name=name,
+            entry=entry,
+            listen=tuple(listen or ()),
+            network=not no_network,
+            config=config,
+            python=python,
+            working_directory=working_directory,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
+        text = write_init(request, None if str(output) == "-" else output, force=force)
+        if str(output) == "-":
+            typer.echo(text, nl=False)
+        else:
+            typer.echo(f"wrote {output}; next: cpsysd verify -c {output}")
+
+    @app.command("generate")
+    def generate(
+        config: Path = typer.Option(None, "-c", "--config", help=CONFIG_HELP),
+        output: str = typer.Option(
+            ..., "-o", "--output", help="Directory for the unit files, or '-' to print them."
+        ),
+        user: bool = typer.Option(
+            False, "--user", help="Units for a user manager (systemctl --user)."
+        ),
+        target: str = typer.Option(
+            "systemd",
+            "--target",
+            help="systemd (unit files) or supervisord (a [program:] section).",
+        ),
+        description_path: str = typer.Option(
+            None,
+            "--description-path",
+            help="The description the service reads at run time (default: the -c file).",
+        ),
+    ) -> None:
+        """Render NAME.service and NAME.socket (and any extras) into a directory."""
+        from cpsysd.generating import generate_files
+
+        spec = _load(None, config)
+        files = generate_files(
+            spec, target=target, user_mode=user, description_path=description_path
+        )
+        if output == "-":
+            for index, (fname, text) in enumerate(files.items()):
+                typer.echo(("\n" if index else "") + f"# ---- {fname} ----\n{text}", nl=False)
+            return
+        from cpsysd.generating import write_files
+
+        for path in write_files(files, Path(output)):
+            typer.echo(f"wrote {path}")
+
+    @app.command("verify")
+    def verify(
+        config: Path = typer.Option(None, "-c", "--config", help=CONFIG_HELP),
+        max_exposure: float = typer.Option(
+            None,
+            "--max-exposure",
+            help="Fail above this systemd-analyze security score "
+            "(default 0.3 without network, 0.9 with it).",
+        ),
+    ) -> None:
+        """Check the generated units with systemd-analyze verify and security --offline."""
+        from cpsysd.verify import verify_units
+
+        spec = _load(None, config)
+        report = verify_units(spec, max_exposure)
+        for unit, score in report.exposures.items():
+            typer.echo(f"{unit}: verified, exposure {score:.1f}")
+        typer.echo(f"exposure {report.exposure:.1f}")
+
+    @app.command("install")
+    def install(
+        name: str = typer.Argument(..., help="The app's name (its description's name)."),
+        config: Path = typer.Option(
+            None,
+            "-c",
+            "--config",
+            help=CONFIG_HELP + " Default: ./cpsysd.toml, then /etc/cpsysd/NAME.toml.",
+        ),
+        user: bool = typer.Option(
+            False, "--user", help="Install for the calling user's manager (~/.config/systemd/user)."
+        ),
+        root: Path = typer.Option(
+            None,
+            "--root",
+            help="Install under this directory (package and image builds); calls no systemctl.",
+        ),
+        vendor: bool = typer.Option(
+            False,
+            "--vendor",
+            help="Use the package unit directory /lib/systemd/system, not /etc/systemd/system.",
+        ),
+        no_start: bool = typer.Option(
+            False, "--no-start", help="Write and reload, but do not enable or start the sockets."
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Replace unit files that cpsysd did not write."
+        ),
+    ) -> None:
+        """Write the units, reload systemd and enable --now the sockets. Idempotent."""
+        from cpsysd.install import InstallTarget
+        from cpsysd.install import install as do_install
+
+        spec = _load(name, config)
+        report = do_install(
+            spec,
+            InstallTarget(root=root, user=user, vendor=vendor, start=not no_start, force=force),
+        )
+        _print_report(report)
+        if report.enabled:
+            typer.echo(f"enabled and started {' '.join(report.enabled)}")
+
+    @app.command("uninstall")
+    def uninstall(
+        name: str = typer.Argument(..., help="The app's name."),
+        user: bool = typer.Option(
+            False, "--user", help="Uninstall from the calling user's manager."
+        ),
+        root: Path = typer.Option(
+            None, "--root", help="Uninstall from this directory tree; calls no systemctl."
+        ),
+        vendor: bool = typer.Option(
+            False, "--vendor", help="The units were installed with --vendor."
+        ),
+    ) -> None:
+        """Stop, disable and remove exactly what install wrote."""
+        from cpsysd.install import InstallTarget
+        from cpsysd.install import uninstall as do_uninstall
+
+        _print_report(do_uninstall(name, InstallTarget(root=root, user=user, vendor=vendor)))
+
+
+def _print_report(report: InstallReport) -> None:
+    for path in report.written:
+        typer.echo(f"wrote {path}")
+    for path in report.unchanged:
+        typer.echo(f"unchanged {path}")
+    for path in report.removed:
+        typer.echo(f"removed {path}")
+    for note in report.notes:
+        typer.echo(f"note: {note}")
