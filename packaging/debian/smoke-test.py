@@ -1,0 +1,28 @@
+"""Build-time check of the built cpsysd (run by pybuild in its build directory, see rules).
+
+The project's real test suite needs root and a booted systemd container; a package build checks
+what packaging can break: the package imports with Debian's python3 modules (Typer 0.7,
+cryptography 38, ...), its unit templates are inside it (not found through a source checkout),
+and it renders an app's units.
+"""
+
+import sys
+from pathlib import Path
+
+import cpsysd.cli.app
+import cpsysd.render
+import cpsysd.spec
+
+here = Path(cpsysd.render.__file__).resolve().parent
+if Path.cwd() not in here.parents:
+    sys.exit(f"smoke test: imported cpsysd from {here}, not from the build directory {Path.cwd()}")
+templates = cpsysd.render._templates_dir()
+if templates != here / "units":
+    sys.exit(f"smoke test: unit templates found at {templates}, not inside the package")
+spec = cpsysd.spec.parse_spec({"name": "hello", "entry": "hello:Root"}, "/srv/hello")
+units = cpsysd.render.render_units(spec, cpsysd.render.RenderOptions("/var/lib/cpsysd/hello.toml"))
+if sorted(units) != ["hello.service", "hello.socket"]:
+    sys.exit(f"smoke test: rendered {sorted(units)}")
+if cpsysd.cli.app.run(["--version"]) != 0:
+    sys.exit("smoke test: cpsysd --version failed")
+print(f"smoke test: cpsysd {cpsysd.__version__} imports, renders, runs its CLI")
