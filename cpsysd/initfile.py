@@ -68,6 +68,7 @@ def render_init(request: InitRequest) -> str:
             "PORT, HOST:PORT, [V6]:PORT, /unix/path; =NAME names the socket ('https' = TLS)",
         ),
         _line("network", request.network, "false: no outbound connections (PrivateNetwork=yes)"),
+        _line("outbound", ["10.0.0.0/8"], "with network: destinations beyond localhost", False),
         _line("user", "", '"" = DynamicUser=yes; or "user" / "user:group"'),
         _line(
             "watchdog_sec", 30, "restart the app when it stops answering for this long (0 = off)"

@@ -74,8 +74,11 @@ _NO_NETWORK = (
     "RestrictAddressFamilies=AF_UNIX",
 )
 _NETWORK = (
-    "# The app may open connections (network = true), but only over IP and unix sockets.",
+    "# The app may open connections (network = true), but only over IP and unix sockets,",
+    "# and only to this machine and the destinations listed in `outbound`. Connections",
+    "# accepted on the sockets systemd passes in are not affected.",
     "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+    "IPAddressDeny=any",
 )
 # A user manager cannot apply most namespace options (systemd.exec(5) notes which need root);
 # seccomp-based ones work unprivileged once NoNewPrivileges is set.
@@ -163,7 +166,10 @@ def hardening_lines(spec: AppSpec, user_mode: bool) -> tuple[str, ...]:
     lines: tuple[str, ...] = _SANDBOX_COMMON
     if spec.hardening is Hardening.STRICT:
         lines += _SANDBOX_STRICT
-    return lines + (_NETWORK if spec.network else _NO_NETWORK)
+    if not spec.network:
+        return lines + _NO_NETWORK
+    allow = " ".join(dict.fromkeys(("localhost", *spec.outbound)))
+    return (*lines, *_NETWORK, f"IPAddressAllow={allow}")
 
 
 def service_context(spec: AppSpec, options: RenderOptions) -> dict[str, Any]:

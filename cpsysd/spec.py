@@ -143,6 +143,7 @@ class AppSpec:
     environment_file: str | None = None
     listeners: tuple[Listener, ...] = ()
     network: bool = True
+    outbound: tuple[str, ...] = ()  # IPAddressAllow= beyond localhost, when network is true
     watchdog_sec: int = 30
     timeout_stop_sec: int = 30
     restart: Restart = Restart.ON_FAILURE
@@ -341,6 +342,31 @@ def _listeners(fieldname: str, value: object) -> tuple[Listener, ...]:
     return listeners
 
 
+_IP_KEYWORDS = ("any", "localhost", "link-local", "multicast")
+
+
+def _outbound(fieldname: str, value: object, network: bool) -> tuple[str, ...]:
+    """Destinations for ``IPAddressAllow=`` (systemd.resource-control(5)): IP addresses,
+    networks in CIDR notation, or any/localhost/link-local/multicast."""
+    items = _typed(fieldname, value, list, 'a list like ["10.0.0.0/8", "any"]')
+    if items and not network:
+        raise SpecError(fieldname, "needs network = true", "drop outbound, or set network = true")
+    allowed = []
+    for i, item in enumerate(items):
+        text = _typed(f"{fieldname}[{i}]", item, str, "an address or network")
+        if text not in _IP_KEYWORDS:
+            try:
+                text = str(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                raise SpecError(
+                    f"{fieldname}[{i}]",
+                    f"{text!r} is not an IP address or network",
+                    "use e.g. 10.0.0.5, 10.0.0.0/8, 2001:db8::/32 or any",
+                ) from None
+        allowed.append(text)
+    return tuple(allowed)
+
+
 def _environment(fieldname: str, value: object) -> tuple[tuple[str, str], ...]:
     table = _typed(fieldname, value, dict, "a table of NAME = value")
     pairs = []
@@ -496,6 +522,7 @@ def _vhosts(fieldname: str, value: object) -> tuple[tuple[str, str], ...]:
 
 
 KNOWN_KEYS = {
+    "outbound",
     "name",
     "entry",
     "kind",
@@ -559,6 +586,7 @@ def parse_spec(table: Mapping[str, Any], base_dir: str, source: str | None = Non
                     "worker_mode",
                     f"'ports' needs TCP listeners with {workers} ports from {listener.address}",
                 )
+    network = _bool("network", get("network", True))
     return AppSpec(
         name=name,
         entry=entry,
@@ -574,7 +602,8 @@ def parse_spec(table: Mapping[str, Any], base_dir: str, source: str | None = Non
         if "environment_file" in table
         else None,
         listeners=listeners,
-        network=_bool("network", get("network", True)),
+        network=network,
+        outbound=_outbound("outbound", get("outbound", []), network),
         watchdog_sec=_int("watchdog_sec", get("watchdog_sec", 30), 0, 3600),
         timeout_stop_sec=_int("timeout_stop_sec", get("timeout_stop_sec", 30), 1, 3600),
         restart=_choice("restart", get("restart", "on-failure"), Restart),

@@ -51,6 +51,7 @@ def spec_to_table(spec: AppSpec) -> dict[str, Any]:
         "description": spec.description,
         "user": f"{spec.user}:{spec.group}" if spec.group else (spec.user or ""),
         "network": spec.network,
+        "outbound": list(spec.outbound),
         "watchdog_sec": spec.watchdog_sec,
         "timeout_stop_sec": spec.timeout_stop_sec,
         "restart": spec.restart.value,
