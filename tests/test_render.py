@@ -14,7 +14,7 @@ from cpsysd.verify import default_threshold, verify_units
 OPTIONS = RenderOptions("/var/lib/cpsysd/app.toml")
 
 
-def spec_of(**fields: object):  # noqa: ANN201
+def spec_of(**fields: object):
     base = {"name": "app", "entry": "app:Root", "python": "/usr/bin/python3"}
     return parse_spec({**base, **fields}, "/srv/app")
 

@@ -14,7 +14,7 @@ from cpsysd.tomlwrite import spec_to_toml
 BASE = {"name": "app", "entry": "app:Root", "python": "/usr/bin/python3"}
 
 
-def parse(**fields: object):  # noqa: ANN201 - test helper
+def parse(**fields: object):
     return parse_spec({**BASE, **fields}, "/srv/app")
 
 
