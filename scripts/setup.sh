@@ -15,6 +15,7 @@ APT_PACKAGES=(
   debhelper dh-python devscripts lintian build-essential fakeroot
   pybuild-plugin-pyproject python3-all python3-hatchling
   python3-cherrypy3 python3-systemd python3-jinja2 python3-cryptography python3-typer
+  uwsgi-core uwsgi-plugin-python3  # bench/: the uWSGI baseline
 )
 
 if [ "$(id -u)" != 0 ]; then
