@@ -230,12 +230,22 @@ def render_socket(spec: AppSpec, options: RenderOptions, fd_name: str) -> str:
 
 def units_to_enable(spec: AppSpec) -> list[str]:
     """The units ``cpsysd install`` enables (and starts, with ``--now``): the sockets; the
-    service starts on the first connection."""
+    service starts on the first connection. With workers: ``NAME.target``, which wants every
+    instance's sockets and service (cpsysd.workers)."""
+    if spec.workers > 1:
+        from cpsysd.workers import target_name  # here: workers imports this module
+
+        return [target_name(spec)]
     return [socket_unit_name(spec, fd_name) for fd_name in spec.fd_names]
 
 
 def render_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:
-    """Every unit file for ``spec``: file name -> text, in a stable order."""
+    """Every unit file for ``spec``: file name -> text, in a stable order. With ``workers > 1``
+    the template set NAME@.service, NAME@.socket, NAME.target instead (cpsysd.workers)."""
+    if spec.workers > 1:
+        from cpsysd.workers import render_worker_units  # here: workers imports this
+
+        return render_worker_units(spec, options)
     units = {f"{spec.name}.service": render_service(spec, options)}
     for fd_name in spec.fd_names:
         units[socket_unit_name(spec, fd_name)] = render_socket(spec, options, fd_name)
