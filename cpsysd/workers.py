@@ -23,12 +23,14 @@ sockets belong to systemd and stay open meanwhile, so the app keeps answering th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from cpsysd import escape
-from cpsysd.errors import SpecError
+from cpsysd.errors import CommandError, SpecError
 from cpsysd.render import MARKER, RenderOptions, comment_text, render_template, service_context
 from cpsysd.spec import SUN_PATH_MAX, AppSpec, Listener, WorkerMode
+from cpsysd.systemctl import run_command, systemctl
 
 _NOTE = {
     WorkerMode.REUSEPORT: "Worker instances {first}..{last} share one address (ReusePort=yes).",
@@ -173,3 +175,81 @@ def render_worker_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]
         units[socket_template_name(spec, fd_name)] = render_instance_socket(spec, options, fd_name)
     units[target_name(spec)] = render_target(spec, options)
     return units
+
+
+# --- rolling restart ---------------------------------------------------------------------------
+
+_RESTARTABLE = ("active", "activating", "reloading", "failed")
+
+
+@dataclass(frozen=True)
+class Restarted:
+    """One instance restarted by :func:`rolling_restart`: its unit and main PIDs before/after."""
+
+    unit: str
+    old_pid: int
+    new_pid: int
+
+
+def _instance_sort_key(unit: str) -> tuple[int, int, str]:
+    instance = unit.partition("@")[2].removesuffix(".service")
+    return (0, int(instance), "") if instance.isdigit() else (1, 0, instance)
+
+
+def list_instances(name: str, user: bool = False) -> dict[str, str]:
+    """The loaded units of app ``name``: ``NAME@*.service`` (or ``NAME.service``) -> ActiveState,
+    instances in numeric order. Asks systemd, so instances started by hand count too."""
+    escape.check_unit_stem(name)
+    result = systemctl(
+        "list-units", "--all", "--plain", "--no-legend", "--full", "--type=service",
+        f"{name}@*.service", f"{name}.service", user=user,
+    )  # fmt: skip
+    states: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        # UNIT LOAD ACTIVE SUB DESCRIPTION; a failed unit's line may start with a marker.
+        if fields and fields[0] in ("●", "*"):
+            fields = fields[1:]
+        if len(fields) >= 4 and fields[1] == "loaded":
+            states[fields[0]] = fields[2]
+    return {unit: states[unit] for unit in sorted(states, key=_instance_sort_key)}
+
+
+def _show(unit: str, user: bool) -> dict[str, str]:
+    out = systemctl("show", "-p", "ActiveState,SubState,MainPID", unit, user=user).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def rolling_restart(name: str, user: bool = False) -> list[Restarted]:
+    """Restart the instances of ``name`` one at a time; each must be active and running again
+    (READY=1 sent: ``systemctl restart`` of a Type=notify unit waits for it) before the next.
+
+    Instances that are loaded but inactive are left alone (their sockets start them with the
+    new code). On the first instance that does not come back the restart stops, so the others
+    keep serving, and CommandError names it.
+    """
+    units = [unit for unit, state in list_instances(name, user).items() if state in _RESTARTABLE]
+    if not units:
+        raise CommandError(
+            f"no running instance of {name} (no {name}@*.service or {name}.service is active)",
+            f"start it: systemctl {'--user ' if user else ''}start {name}.target or {name}.socket",
+        )
+    done: list[Restarted] = []
+    for unit in units:
+        before = int(_show(unit, user).get("MainPID", "0"))
+        # TimeoutStopSec + TimeoutStartSec of the unit bound the job; systemd enforces both.
+        argv = ["systemctl", *(["--user"] if user else []), "restart", unit]
+        result = run_command(argv, check=False, timeout=600)
+        state = _show(unit, user)
+        if result.returncode != 0 or (state.get("ActiveState"), state.get("SubState")) != (
+            "active",
+            "running",
+        ):
+            raise CommandError(
+                f"{unit} did not come back after restart "
+                f"({state.get('ActiveState')}/{state.get('SubState')}); "
+                f"{len(done)} of {len(units)} instances restarted, the rest left running",
+                f"journalctl {'--user ' if user else ''}-u {unit}",
+            )
+        done.append(Restarted(unit, before, int(state.get("MainPID", "0"))))
+    return done

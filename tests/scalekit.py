@@ -1,0 +1,143 @@
+"""Helpers for the scale-out tests (nginx, app instances, supervisord): real processes in temp
+directories on free ports, always stopped by PID."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+NGINX = "/usr/sbin/nginx"
+
+
+def nginx_wrapper(prefix: Path, site: Path) -> str:
+    """A minimal nginx.conf whose every writable path is inside ``prefix``; the site is
+    included from its http{} context, the way /etc/nginx/nginx.conf includes sites-enabled."""
+    temps = "".join(
+        f"    {kind}_temp_path {prefix}/{kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return (
+        # Workers as root: the test's temp directories (static files, unix sockets) are 0700.
+        "user root;\n"
+        "worker_processes 1;\n"
+        f"pid {prefix}/nginx.pid;\n"
+        f"error_log {prefix}/error.log;\n"
+        "events { worker_connections 256; }\n"
+        "http {\n"
+        f"    access_log {prefix}/access.log;\n"
+        f"{temps}"
+        f"    include {site};\n"
+        "}\n"
+    )
+
+
+def nginx_prepare(prefix: Path, site_text: str) -> Path:
+    """Write the site and its wrapper into ``prefix``; returns the wrapper's path."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    site = prefix / "site.conf"
+    site.write_text(site_text)
+    conf = prefix / "nginx.conf"
+    conf.write_text(nginx_wrapper(prefix, site))
+    return conf
+
+
+def nginx_test(prefix: Path, site_text: str) -> subprocess.CompletedProcess[str]:
+    """``nginx -t`` of ``site_text`` in a private prefix."""
+    conf = nginx_prepare(prefix, site_text)
+    argv = [NGINX, "-t", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+
+
+def nginx_problems(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """Lines of ``nginx -t`` output other than its two success lines (warnings count)."""
+    ok = ("syntax is ok", "test is successful")
+    return [line for line in result.stderr.splitlines() if line and not line.endswith(ok)]
+
+
+def wait_for_port(host: str, port: int, timeout: float = 15.0, proc: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {host}:{port} opened")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
+    """Stop a process this test started, by its PID: ``sig``, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@contextmanager
+def running(
+    argv: Sequence[str], log: Path, *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` with output to ``log``; stopped by PID on exit, even when the test fails."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            list(argv), stdout=out, stderr=subprocess.STDOUT, env=dict(env) if env else None,
+            cwd=cwd,
+        )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+@contextmanager
+def nginx_running(prefix: Path, site_text: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Real nginx in the foreground (``daemon off``) on ``site_text``, stopped by PID (SIGQUIT
+    is nginx's graceful stop; its workers exit with the master)."""
+    conf = nginx_prepare(prefix, site_text)
+    argv = [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log"),
+            "-g", "daemon off;"]  # fmt: skip
+    with running(argv, prefix / "nginx.out") as proc:
+        yield proc
+
+
+def http_get(
+    host: str,
+    port: int,
+    path: str,
+    *,
+    source: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 GET from ``source`` (a local address to bind, e.g. 127.0.0.2)."""
+    conn = http.client.HTTPConnection(
+        host, port, timeout=timeout, source_address=(source, 0) if source else None
+    )
+    try:
+        conn.request("GET", path, headers=dict(headers or {}))
+        response = conn.getresponse()
+        body = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+    finally:
+        conn.close()
+
+
+def whoami(host: str, port: int, **kwargs: Any) -> dict[str, Any]:
+    status, _, body = http_get(host, port, "/whoami", **kwargs)
+    assert status == 200, body
+    result: dict[str, Any] = json.loads(body)
+    return result
