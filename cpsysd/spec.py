@@ -120,7 +120,7 @@ class NginxConfig:
     server_names: tuple[str, ...] = ("_",)
     listen: int = 80
     static: tuple[tuple[str, str], ...] = ()  # (url prefix, directory)
-    upstream: tuple[str, ...] = ()  # "host:port" backends; when set, they replace the local instances
+    upstream: tuple[str, ...] = ()  # "host:port"; replaces the local instances
     tls_cert: str | None = None
     tls_key: str | None = None
     client_max_body_size: str = "10m"
