@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Build cpsysd's .deb and the example app's .deb from a clean copy of the checkout's HEAD
 # (`git archive`: uncommitted changes are not in it, exactly like a fresh clone), with
-# Debian's own toolchain and python3, and leave the .deb files in dist/ (or in $1).
+# Debian's own toolchain and python3, and leave the .deb files in dist/ (or in OUTDIR).
 #
-#   packaging/build-debs.sh [OUTDIR]        (`just deb`)
+#   packaging/build-debs.sh [--worktree] [OUTDIR]        (`just deb`)
 #
+# --worktree: build the working tree's files instead (tracked and untracked, not ignored; what
+#             the test suite tests), still copied into a clean directory first.
 # Env: CPSYSD_DEB_REF=<git ref> builds another commit (default HEAD).
 # The example's maintainer scripts are written by `cpsysd debian` (run from the same clean copy
 # with Debian's /usr/bin/python3), as an app's own package build would run it.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+worktree=no
+if [ "${1:-}" = --worktree ]; then worktree=yes; shift; fi
 out=$(realpath -m "${1:-$repo/dist}")
 ref=${CPSYSD_DEB_REF:-HEAD}
 # The pyenv shims on PATH shadow Debian's python3 (FINDINGS.md): Debian's tools only.
@@ -22,8 +26,15 @@ trap 'rm -rf "$work"' EXIT
 version=$(dpkg-parsechangelog -l "$repo/packaging/debian/changelog" -S Version)
 src=$work/cpsysd-$version
 mkdir -p "$src"
-git -C "$repo" archive --format=tar "$ref" | tar -x -C "$src"
-[ -d "$src/packaging/debian" ] || { echo "build-debs: $ref has no packaging/debian" >&2; exit 1; }
+if [ $worktree = yes ]; then
+  # Files deleted but not yet committed are skipped (tar would fail on them).
+  (cd "$repo" && git ls-files -z --cached --others --exclude-standard \
+    | while IFS= read -r -d '' f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done \
+    | tar --null --no-recursion -T - -cf -) | tar -x -C "$src"
+else
+  git -C "$repo" archive --format=tar "$ref" | tar -x -C "$src"
+fi
+[ -d "$src/packaging/debian" ] || { echo "build-debs: no packaging/debian to build" >&2; exit 1; }
 
 log=$work/build.log
 build() {  # DIR: dpkg-buildpackage there; its log is shown only when it fails
@@ -48,7 +59,7 @@ if [ -d "$ex/debian" ]; then
   cp -a "$ex/debian" "$ex/hello.toml" "$app/"
   # The maintainer scripts: generated from the description the package installs.
   PYTHONPATH=$src /usr/bin/python3 -m cpsysd debian -c "$app/hello.toml" \
-    --package cpsysd-hello -o "$app/debian"
+    --package cpsysd-hello -o "$app/debian" >"$log"
   build "$app"
 fi
 
