@@ -1,0 +1,177 @@
+"""``cpsysd serve``: serve the described app on the sockets systemd passed, or bind them itself.
+
+argparse, not Typer: this is every socket-activated service's cold start. Order matters: the
+socket-activation environment is checked before the (possibly slow) app import, so a bad
+environment fails at once; the app is imported before any thread is started (``--daemon`` forks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from cpsysd.errors import CpsysdError
+from cpsysd.runtime import notify
+from cpsysd.runtime.adopt import activation_requested, adopt_sockets
+from cpsysd.runtime.listeners import Binding, bind_listeners, close_bindings, match_passed_sockets
+from cpsysd.spec import AppSpec, load_spec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cpsysd serve",
+        description="Serve a CherryPy or WSGI app on the sockets systemd passes in (or bind the "
+        "described listeners when started without socket activation), speaking sd_notify.",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default="cpsysd.toml",
+        help="the app description (cpsysd.toml or a pyproject.toml); default %(default)s",
+    )
+    parser.add_argument(
+        "--daemon",
+        action="store_true",
+        help="detach into the background (hosts without systemd; refused under systemd)",
+    )
+    parser.add_argument(
+        "--pidfile", metavar="FILE", help="write the PID here (hosts without systemd)"
+    )
+    parser.add_argument("--user", help="drop privileges to this user after binding (needs root)")
+    parser.add_argument("--group", help="drop privileges to this group after binding (needs root)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def _supervised_by_systemd() -> str | None:
+    for var in ("NOTIFY_SOCKET", "INVOCATION_ID"):
+        if var in os.environ:
+            return var
+    return None
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if args.daemon:
+        var = _supervised_by_systemd()
+        if var is not None:
+            raise CpsysdError(
+                f"--daemon refused: systemd supervises this process ({var} is set); a daemon "
+                "that forks away would be seen as exited and its sockets and notifications lost",
+                "drop --daemon; systemd already runs the app in the background",
+            )
+    if (args.user or args.group) and os.geteuid() != 0:
+        raise CpsysdError(
+            "--user/--group need root to switch users", "start as root, or leave them out"
+        )
+
+
+def acquire_listeners(spec: AppSpec) -> list[Binding]:
+    """The sockets systemd passed, matched to the description, or the listeners bound here."""
+    if activation_requested():
+        passed = adopt_sockets()
+        assert passed is not None
+        try:
+            return match_passed_sockets(passed, spec.listeners)
+        except CpsysdError:
+            for item in passed:
+                item.sock.detach()  # refused: leave systemd's descriptors alone
+            raise
+    return bind_listeners(spec.listeners)
+
+
+def _host_plugins(args: argparse.Namespace, engine: object) -> list[object]:
+    """CherryPy's own plugins for hosts without systemd (the deployment guide's recipes)."""
+    from cherrypy.process import plugins
+
+    found: list[object] = []
+    if args.user or args.group:
+        try:
+            found.append(plugins.DropPrivileges(engine, uid=args.user, gid=args.group))
+        except KeyError as err:
+            raise CpsysdError(
+                f"no such user or group: {err.args[0] if err.args else err}"
+            ) from None
+    if args.daemon:
+        found.append(plugins.Daemonizer(engine))
+    if args.pidfile:
+        found.append(plugins.PIDFile(engine, os.path.abspath(args.pidfile)))
+    return found
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _check_options(args)
+    spec = load_spec(args.config)
+    bindings = acquire_listeners(spec)
+    try:
+        return _run(args, spec, bindings)
+    finally:
+        close_bindings(bindings)
+
+
+def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> int:
+    with notify.StartupExtender(f"Importing {spec.entry}"):
+        import cherrypy
+
+        from cpsysd.runtime import app as app_module
+        from cpsysd.runtime import journal, plugins, server, tls, watchdog
+
+        sink = journal.AccessSink(spec.name, journal.use_journal())
+        ports = [b.sock.getsockname()[1] for b in bindings if b.listener.path is None]
+        served = app_module.load_app(spec, sink, ports)
+    journal.configure_logging(sink, served.log_screen)
+    engine = cherrypy.engine
+    cherrypy.server.unsubscribe()  # it would bind 127.0.0.1:8080 on its own
+    for extra in getattr(cherrypy, "servers", {}).values():
+        extra.unsubscribe()  # server.NAME.* config: cpsysd serves only the described listeners
+    servers = []
+    for binding in bindings:
+        adapter = tls.make_adapter(spec.tls) if binding.tls else None
+        servers.append(server.ListenerServer(binding, adapter))
+    host_plugins = _host_plugins(args, engine)
+    status_text = plugins.serving_status(spec.name, servers)
+    for item in servers:
+        item.subscribe()
+    plugins.NotifyPlugin(engine, status_text).subscribe()
+    plugins.GracefulStopPlugin(engine, servers, spec.timeout_stop_sec).subscribe()
+    period = watchdog.watchdog_period()
+    if period is not None:
+        dog = watchdog.Watchdog(
+            period, [s.httpserver.probe for s in servers], lambda m: cherrypy.log(m, "WATCHDOG")
+        )
+        dog.status_when_healthy = status_text
+        plugins.WatchdogPlugin(engine, dog).subscribe()
+    reloader = plugins.Reloader(engine, served, sink, servers, status_text, cherrypy.log)
+    for plugin in host_plugins:
+        plugin.subscribe()  # type: ignore[attr-defined]
+    engine.signal_handler.handlers["SIGHUP"] = reloader.reload
+    engine.signal_handler.subscribe()
+    engine.start()
+    engine.block()
+    return 0
+
+
+def serve_main(argv: list[str], debug: bool = False) -> int:
+    """Run ``cpsysd serve ARGV``; returns the exit code. Errors are one line on stderr (a
+    traceback only with ``debug``) and the last ``STATUS=`` systemd shows."""
+    args = build_parser().parse_args(argv)
+    debug = debug or args.debug
+    try:
+        return _serve(args)
+    except CpsysdError as err:
+        _report(err.one_line(), debug)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # a bug, or something the checks did not foresee
+        _report(f"unexpected {type(err).__name__}: {err}", debug)
+        return 1
+
+
+def _report(message: str, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    print(f"cpsysd: error: {message}", file=sys.stderr)
+    notify.failed(message)

@@ -1,0 +1,153 @@
+"""CherryPy bus plugins that give ``cpsysd serve`` the systemd service lifecycle.
+
+Priorities on the engine's channels (lower runs first; CherryPy's servers start at 75 and stop
+at 25, Daemonizer starts at 65, PIDFile at 70, DropPrivileges at 77):
+
+- start 80, :class:`NotifyPlugin`: ``READY=1`` and ``STATUS=`` once every server accepts.
+- start 85 / stop 5, :class:`WatchdogPlugin`: pings only while the app answers.
+- stop 10, :class:`NotifyPlugin`: ``STOPPING=1``.
+- stop 20, :class:`GracefulStopPlugin`: every server stops accepting at once and closes idle
+  keep-alive connections; the servers' own stop (25) then waits for in-flight requests until
+  one shared deadline (``timeout_stop_sec`` minus a margin, so we exit before systemd's
+  SIGKILL).
+- SIGHUP, :class:`Reloader`: ``RELOADING=1``, re-read the CherryPy config and the TLS files,
+  CherryPy's ``graceful`` channel (log files reopened), ``READY=1``. CherryPy's own SIGHUP
+  handling exits (or re-executes, losing the passed sockets); systemd's ``ExecReload=kill -HUP``
+  means "reload".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cherrypy.process.plugins import SimplePlugin
+
+from cpsysd.errors import CpsysdError
+from cpsysd.runtime import notify
+from cpsysd.runtime.app import ServedApp, reload_config
+from cpsysd.runtime.journal import AccessSink, configure_logging
+from cpsysd.runtime.server import ListenerServer
+from cpsysd.runtime.tls import ContextSSLAdapter, reload_adapter
+from cpsysd.runtime.watchdog import Watchdog
+
+STOP_MARGIN = 1.0  # seconds kept from TimeoutStopSec= for exiting after the last request
+
+
+def serving_status(name: str, servers: Sequence[ListenerServer]) -> str:
+    """The STATUS= text while serving, e.g. ``Serving hello on http://[::]:8080``."""
+    return f"Serving {name} on " + ", ".join(server.binding.url for server in servers)
+
+
+class NotifyPlugin(SimplePlugin):  # type: ignore[misc]
+    """READY=1 after the servers start; STOPPING=1 when the engine stops."""
+
+    def __init__(self, bus: Any, status_text: str) -> None:
+        super().__init__(bus)
+        self.status_text = status_text
+
+    def start(self) -> None:
+        notify.ready(self.status_text)
+
+    start.priority = 80  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        notify.stopping()
+
+    stop.priority = 10  # type: ignore[attr-defined]
+
+
+class GracefulStopPlugin(SimplePlugin):  # type: ignore[misc]
+    """Stop accepting on every server at once, with one deadline for in-flight requests."""
+
+    def __init__(self, bus: Any, servers: Sequence[ListenerServer], timeout: float) -> None:
+        super().__init__(bus)
+        self.servers = list(servers)
+        self.timeout = timeout
+
+    def stop(self) -> None:
+        deadline = time.monotonic() + max(0.5, self.timeout - STOP_MARGIN)
+        # In parallel: each server's accept loop takes up to half a second to notice.
+        threads = [
+            threading.Thread(
+                target=server.httpserver.begin_stop, args=(deadline,), name="cpsysd-stop"
+            )
+            for server in self.servers
+            if server.running
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    stop.priority = 20  # type: ignore[attr-defined]
+
+
+class WatchdogPlugin(SimplePlugin):  # type: ignore[misc]
+    """Runs a :class:`~cpsysd.runtime.watchdog.Watchdog` while the engine is started."""
+
+    def __init__(self, bus: Any, watchdog: Watchdog) -> None:
+        super().__init__(bus)
+        self.watchdog = watchdog
+
+    def start(self) -> None:
+        self.watchdog.start()
+
+    start.priority = 85  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        self.watchdog.stop()
+
+    stop.priority = 5  # type: ignore[attr-defined]
+
+
+class Reloader:
+    """What SIGHUP does (see the module docstring). A file that fails to load leaves the
+    running config or certificate in place; the failure is logged and shown in STATUS=."""
+
+    def __init__(
+        self,
+        bus: Any,
+        served: ServedApp,
+        sink: AccessSink,
+        servers: Sequence[ListenerServer],
+        status_text: str,
+        log: Callable[..., object],
+    ) -> None:
+        self.bus = bus
+        self.served = served
+        self.sink = sink
+        self.servers = list(servers)
+        self.status_text = status_text
+        self.log = log
+        self.reloads = 0
+
+    def reload(self) -> None:
+        notify.reloading()
+        problems: list[str] = []
+        try:
+            reload_config(self.served)
+        except CpsysdError as err:
+            problems.append(err.one_line())
+        configure_logging(self.sink, self.served.log_screen)
+        for server in self.servers:
+            adapter = server.httpserver.ssl_adapter
+            if isinstance(adapter, ContextSSLAdapter):
+                try:
+                    reload_adapter(adapter, self.served.spec.tls)
+                except CpsysdError as err:
+                    problems.append(f"{server.binding.url}: {err.one_line()}")
+        self.bus.graceful()  # CherryPy's reload channel: log files reopened, thread data reset
+        self.reloads += 1
+        for problem in problems:
+            self.log(f"reload failed, keeping the previous settings: {problem}", "CPSYSD", 40)
+        status = (
+            self.status_text
+            if not problems
+            else f"{self.status_text}; last reload failed: {problems[0]}"
+        )
+        if not problems:
+            self.log("configuration and TLS files reloaded", "CPSYSD")
+        notify.ready(status)

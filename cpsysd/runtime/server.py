@@ -1,0 +1,259 @@
+"""cheroot servers on sockets that are already bound and listening.
+
+CherryPy's own path is wrong for passed sockets (see FINDINGS.md): cheroot's ``prepare()`` turns
+fd 3 into an AF_INET socket whenever LISTEN_PID exists (garbled IPv6 client addresses, hung unix
+sockets, other fds ignored), calls ``listen()`` again (which would shrink systemd's Backlog= to
+CherryPy's 5), and CherryPy's ServerAdapter waits for ports to become free or occupied (a passed
+port is never free), while cheroot's ``stop()`` connects to its own socket to wake ``accept()``,
+which would leave a connection in systemd's queue and start the service again right after a stop.
+
+Here: :class:`ListenerHTTPServer` is CherryPy's WSGI server with ``prepare()`` taking the given
+socket as it is, a ``stop()`` split into "stop accepting" and "let in-flight requests finish until
+a deadline", daemon worker threads (a request still running at the deadline cannot block exit), a
+liveness probe for the watchdog, and connections that report IPv4 clients of a dual-stack socket
+as plain IPv4. :class:`ListenerServer` is the CherryPy ServerAdapter for it, without port waits.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+from typing import Any
+
+import cherrypy
+from cheroot import connections
+from cheroot.server import _STOPPING_FOR_INTERRUPT, HTTPConnection  # type: ignore[attr-defined]
+from cheroot.workers import threadpool
+from cherrypy._cpserver import Server
+from cherrypy._cpwsgi_server import CPWSGIServer
+
+from cpsysd.runtime.listeners import Binding
+
+# CherryPy `server.*` settings copied from cherrypy.server (where the app's [global] config puts
+# them) to every listener's server. socket_host/port/file and ssl_* do not apply: the listeners
+# come from the app description, TLS from its [tls] table.
+TUNABLES = (
+    "socket_timeout",
+    "accepted_queue_size",
+    "accepted_queue_timeout",
+    "shutdown_timeout",
+    "protocol_version",
+    "thread_pool",
+    "thread_pool_max",
+    "max_request_header_size",
+    "max_request_body_size",
+    "statistics",
+    "wsgi_version",
+    "peercreds",
+    "peercreds_resolve",
+)
+_V4_MAPPED = "::ffff:"
+
+
+class _Connection(HTTPConnection):
+    """A connection whose ``remote_addr`` shows a v4-mapped IPv6 address (``::ffff:127.0.0.1``,
+    what accept() returns for IPv4 clients of a dual-stack socket, ipv6(7)) as the IPv4 address,
+    exactly what an AF_INET socket would report. Runs once per connection, not per request."""
+
+    _remote_addr: str | None = None
+
+    @property
+    def remote_addr(self) -> str | None:
+        return self._remote_addr
+
+    @remote_addr.setter
+    def remote_addr(self, value: str | None) -> None:
+        if value is not None and value.startswith(_V4_MAPPED) and "." in value:
+            value = value[len(_V4_MAPPED) :]
+        self._remote_addr = value
+
+
+class _Probe:
+    """Queued like a connection: the worker that picks it up proves the pool still answers."""
+
+    requests_seen = 0
+    remote_addr = remote_port = "watchdog-probe"
+
+    def __init__(self) -> None:
+        self.answered = threading.Event()
+        self.rfile = self.wfile = self  # for cheroot's worker statistics
+        self.bytes_read = self.bytes_written = 0
+
+    def communicate(self) -> bool:
+        self.answered.set()
+        return False  # "do not keep the connection": the worker calls close()
+
+    def close(self) -> None:
+        pass
+
+
+class _WorkerPool(threadpool.ThreadPool):
+    """cheroot's pool with daemon threads, a non-blocking ``try_put`` and a bounded ``stop``."""
+
+    def _spawn_worker(self) -> threadpool.WorkerThread:
+        worker = threadpool.WorkerThread(self.server)  # type: ignore[no-untyped-call]
+        worker.name = f"CP Server {worker.name}"
+        worker.daemon = True  # past the stop deadline, a stuck request must not keep us alive
+        worker.start()
+        return worker
+
+    def try_put(self, item: object) -> bool:
+        try:
+            self._queue.put_nowait(item)  # type: ignore[attr-defined]
+        except queue.Full:
+            return False
+        return True
+
+    def stop(self, timeout: float | None = 5) -> None:
+        self.stop_until(time.monotonic() + (timeout if timeout is not None else 1e9))
+
+    def stop_until(self, deadline: float) -> int:
+        """Ask every worker to exit after its current request; wait until ``deadline``.
+        Returns how many were still busy then (cheroot's own stop() would wait for ever)."""
+        threads: list[threading.Thread] = self._threads  # type: ignore[attr-defined]
+        workers = [t for t in threads if t is not threading.current_thread()]
+        threads[:] = []
+        for _ in workers:
+            self._queue.put(threadpool._SHUTDOWNREQUEST)  # type: ignore[attr-defined]
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        return sum(1 for worker in workers if worker.is_alive())
+
+
+class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
+    """CherryPy's WSGI server serving one pre-bound, listening socket."""
+
+    ConnectionClass = _Connection
+
+    def __init__(self, adapter: ListenerServer, binding: Binding, ssl_adapter: Any = None) -> None:
+        super().__init__(adapter)
+        self.binding = binding
+        self.requests = _WorkerPool(
+            self,
+            min=adapter.thread_pool or 1,
+            max=adapter.thread_pool_max,
+            accepted_queue_size=adapter.accepted_queue_size,
+            accepted_queue_timeout=adapter.accepted_queue_timeout,
+        )
+        self.ssl_adapter = ssl_adapter
+        if binding.sock.family == socket.AF_UNIX:
+            # X_REMOTE_PID/UID/GID in the environ: on a unix socket the peer's credentials
+            # (SO_PEERCRED, unix(7)) are what identifies the client; there is no address.
+            self.peercreds_enabled = True
+        self.abandoned = 0
+        self.deadline: float | None = None  # set by begin_stop(); time.monotonic()
+        self._probe: _Probe | None = None
+
+    def prepare(self) -> None:
+        """cheroot's prepare() without creating, binding or listen()ing a socket."""
+        self._interrupt = None
+        if self.software is None:  # type: ignore[has-type]
+            self.software = f"{self.version} Server"
+        self.socket = self.binding.sock
+        # As cheroot does: accept() in the selector thread never blocks for long. Note that
+        # O_NONBLOCK is shared with systemd's copy of the socket, which systemd does not mind.
+        self.socket.settimeout(1)
+        self._connections = connections.ConnectionManager(self)
+        self.requests.start()
+        self.ready = True
+        self._start_time = time.time()
+
+    def begin_stop(self, deadline: float) -> None:
+        """Phase 1 of a graceful stop: no new connections, idle keep-alive connections closed.
+        Requests being served go on until ``deadline`` (time.monotonic()). Our copy of the
+        listening socket is dropped; systemd keeps its own, where new clients wait for the
+        next start."""
+        if self.deadline is None:
+            self.deadline = deadline
+        if not self.ready:
+            return
+        self.ready = False
+        self._unservicable_conns.put(_STOPPING_FOR_INTERRUPT)
+        if self._start_time is not None:
+            self._run_time += time.time() - self._start_time
+            self._start_time = None  # type: ignore[assignment]
+        self._connections.stop()  # ends the selector loop (<= expiration_interval)
+        self.socket = None  # type: ignore[assignment]
+        self._connections.close()
+
+    def stop(self) -> None:
+        """Phase 2 (after :meth:`begin_stop`, or both phases bounded by ``shutdown_timeout``):
+        let in-flight requests complete until the deadline. Unlike cheroot's stop(), never
+        connects to its own socket and never waits past the deadline."""
+        self.begin_stop(time.monotonic() + float(self.shutdown_timeout))
+        assert self.deadline is not None
+        self.abandoned = self.requests.stop_until(self.deadline)
+
+    def probe(self) -> bool | None:
+        """Watchdog liveness: True when a worker picked up the probe queued by the previous
+        call, False when it is still waiting (every worker busy or stuck), None right after
+        queueing the first one. The selector thread must be alive too."""
+        if not self.ready or not self._connections._serving:  # type: ignore[attr-defined]
+            return False
+        probe = self._probe
+        if probe is not None and not probe.answered.is_set():
+            return False
+        self._probe = _Probe()
+        if not self.requests.try_put(self._probe):
+            return False
+        return None if probe is None else True
+
+
+class ListenerServer(Server):  # type: ignore[misc]
+    """A CherryPy ServerAdapter for one listener: subscribed to the engine like
+    ``cherrypy.server`` (start at priority 75, stop at 25), without port-free/occupied waits."""
+
+    def __init__(
+        self, binding: Binding, ssl_adapter: Any = None, template: Server | None = None
+    ) -> None:
+        super().__init__()
+        template = template if template is not None else cherrypy.server
+        for name in TUNABLES:
+            setattr(self, name, getattr(template, name))
+        self.binding = binding
+        sockname = binding.sock.getsockname()
+        self.bind_addr = (
+            binding.address if binding.sock.family == socket.AF_UNIX else tuple(sockname[:2])
+        )
+        self.httpserver = ListenerHTTPServer(self, binding, ssl_adapter)
+
+    @property
+    def description(self) -> str:
+        return self.binding.url
+
+    def start(self) -> None:
+        if self.running:  # type: ignore[has-type]
+            return
+        self.interrupt = None
+        thread = threading.Thread(
+            target=self._start_http_thread, name=f"HTTPServer {self.binding.url}"
+        )
+        thread.start()
+        self.wait()
+        self.running = True
+        self.bus.log(f"Serving on {self.binding.url}")
+
+    start.priority = 75  # type: ignore[attr-defined]
+
+    def wait(self) -> None:
+        while not getattr(self.httpserver, "ready", False):
+            if self.interrupt:
+                raise self.interrupt
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        if not self.running:
+            return
+        self.httpserver.stop()
+        self.running = False
+        if self.httpserver.abandoned:
+            self.bus.log(
+                f"{self.binding.url}: {self.httpserver.abandoned} request(s) still running "
+                "at the stop deadline were abandoned",
+                level=30,
+            )
+        self.bus.log(f"Stopped serving on {self.binding.url}")
+
+    stop.priority = 25  # type: ignore[attr-defined]
