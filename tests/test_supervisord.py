@@ -3,17 +3,21 @@ intended command and environment, and a real supervisord that starts, restarts a
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scalekit import running, wait_for_port, whoami
 from supervisor.options import ServerOptions
 
 from cpsysd.errors import SpecError
-from cpsysd.spec import AppSpec, parse_spec
+from cpsysd.spec import AppSpec, load_spec, parse_spec
 from cpsysd.supervisord import render_supervisord
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,3 +103,57 @@ def test_environment_values_arrive_intact_or_are_refused(value: str, tmp_path: P
 def test_unrepresentable_values_are_refused(fields: dict[str, object], field: str) -> None:
     with pytest.raises(SpecError, match=rf"^{field}:"):
         render_supervisord(spec_of(**fields), "/etc/cpsysd/hello.toml")
+
+
+def _ctl(conf: Path, *args: str) -> str:
+    result = subprocess.run(
+        [str(SUPERVISORCTL), "-c", str(conf), *args], capture_output=True, text=True, timeout=30
+    )
+    return result.stdout
+
+
+def _wait(predicate: object, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _answers(port: int) -> int | None:
+    try:
+        return int(whoami("127.0.0.1", port, timeout=2)["pid"])
+    except OSError:
+        return None
+
+
+@pytest.mark.slow
+def test_real_supervisord_starts_restarts_and_stops_the_app(tmp_path: Path, port: int) -> None:
+    description = tmp_path / "hello.toml"
+    description.write_text(
+        f'name = "hello"\nentry = "hello:Root"\npython = "{sys.executable}"\n'
+        f'working_directory = "{REPO}/examples/hello"\nlisten = ["127.0.0.1:{port}"]\n'
+    )
+    spec = load_spec(description)
+    conf = supervisord_conf(tmp_path, render_supervisord(spec, str(description), str(tmp_path)))
+    with running([str(SUPERVISORD), "-c", str(conf)], tmp_path / "supervisord.out") as daemon:
+        wait_for_port("127.0.0.1", port, timeout=30, proc=daemon)
+        first = _answers(port)
+        assert first is not None
+        _wait(lambda: "RUNNING" in _ctl(conf, "status", "hello"), "RUNNING (startsecs)")
+        assert f"pid {first}," in _ctl(conf, "status", "hello")
+
+        os.kill(first, signal.SIGKILL)  # the app dies; supervisord must bring it back
+        _wait(lambda: _answers(port) not in (None, first), "the restarted app")
+        second = _answers(port)
+        assert second is not None
+        _wait(lambda: "RUNNING" in _ctl(conf, "status", "hello"), "RUNNING again")
+        assert f"pid {second}," in _ctl(conf, "status", "hello")
+
+        assert "stopped" in _ctl(conf, "stop", "hello")
+        assert _answers(port) is None
+        assert "STOPPED" in _ctl(conf, "status", "hello")
+        with pytest.raises(ProcessLookupError):
+            os.kill(second, 0)  # the app process is gone, not just its socket
+    assert "exited: hello (terminated by SIGKILL" in (tmp_path / "supervisord.log").read_text()
