@@ -1,9 +1,60 @@
-"""A command group, registered on the root app by ``register``; filled in by its own issue."""
+"""``cpsysd try``: the app under a real systemd in an ephemeral container (cpsysd.trying)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from cpsysd.errors import CpsysdError
+
+JOURNAL_LINES = 15
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app`` (none yet)."""
+    """Add ``cpsysd try`` to ``app``."""
+
+    @app.command("try")
+    def try_command(
+        config: Path = typer.Option(
+            None,
+            "-c",
+            "--config",
+            help="The app's description (default: ./cpsysd.toml).",
+        ),
+    ) -> None:
+        """Install and start the app under a real systemd, in an ephemeral container (needs
+        root and Linux namespaces): socket activation, DynamicUser, the sandbox, the journal.
+        Prints the status, the first journal lines, the first-request latency and the exposure
+        score; nothing on this machine is changed."""
+        from cpsysd.spec import load_spec
+        from cpsysd.trying import try_app
+
+        spec = load_spec(config or Path("cpsysd.toml"))
+        report = try_app(spec, progress=lambda line: typer.echo(f"try: {line}"))
+        typer.echo(report.install_output.rstrip())
+        if report.first_request_seconds is not None:
+            typer.echo(f"first request: HTTP {report.http_status} from {report.url}")
+            typer.echo(report.body.rstrip())
+        typer.echo("")
+        typer.echo(report.status.rstrip())
+        typer.echo("")
+        shown = min(JOURNAL_LINES, len(report.journal))
+        typer.echo(
+            f"journal of {report.name}.service (first {shown} of {len(report.journal)} lines):"
+        )
+        for line in report.journal[:JOURNAL_LINES]:
+            typer.echo(f"  {line}")
+        typer.echo("")
+        typer.echo(f"boot             {report.boot_seconds:.2f} s")
+        typer.echo(f"install          {report.install_seconds:.2f} s")
+        if report.first_request_seconds is not None:
+            typer.echo(
+                f"first request    {report.first_request_seconds * 1000:.0f} ms "
+                "(socket activation: service start included)"
+            )
+        typer.echo(f"exposure         {report.exposure or 'unknown'} (systemd-analyze security)")
+        left = ", ".join(report.leftovers) or "nothing left behind"
+        typer.echo(f"teardown         {report.teardown_seconds:.2f} s, {left}")
+        if report.problem:
+            raise CpsysdError(report.problem, "the status and journal above show why")

@@ -1,0 +1,191 @@
+"""``cpsysd try``: run an app under a real systemd, in an ephemeral container, and report.
+
+Boots the harness container (:mod:`cpsysd.harness`), provisions this cpsysd into it, copies the
+app's working directory to ``/srv/NAME``, rewrites the description for the container (its
+interpreter, working directory and the files it names), runs ``cpsysd install`` inside, makes a
+first request through the socket (so systemd starts the service on demand), and collects the
+service's status, its first journal lines, the first-request latency and the exposure score
+that the running systemd computes. The container is torn down whatever happens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from cpsysd.errors import CommandError, HarnessError
+from cpsysd.harness import Container, available, leftovers
+from cpsysd.spec import AppSpec, Listener, TLSConfig
+from cpsysd.tomlwrite import spec_to_toml
+
+CONTAINER_DESCRIPTION_DIR = "/etc/cpsysd"
+EXTRA_FILES_DIR = "/etc/cpsysd/files"  # files the description names outside its directory
+SKIPPED_NAMES = (".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache")
+_EXPOSURE = re.compile(r"Overall exposure level for \S+: ([0-9.]+) (\S+)")
+
+
+@dataclass
+class TryReport:
+    """What ``cpsysd try`` saw. ``problem`` is None when the first request was answered."""
+
+    name: str
+    url: str = ""
+    boot_seconds: float = 0.0
+    provision_seconds: float = 0.0
+    install_seconds: float = 0.0
+    install_output: str = ""
+    http_status: int = 0
+    first_request_seconds: float | None = None
+    body: str = ""
+    status: str = ""
+    journal: list[str] = field(default_factory=list)
+    exposure: str = ""
+    teardown_seconds: float = 0.0
+    leftovers: list[str] = field(default_factory=list)
+    problem: str | None = None
+
+
+@dataclass
+class _Files:
+    """Host files to copy in, mapped to their paths inside the container."""
+
+    workdir_host: Path
+    workdir_inside: str
+    extra: dict[str, str] = field(default_factory=dict)  # host path -> inside path
+
+    def inside(self, host_path: str) -> str:
+        path = Path(host_path)
+        if path.is_relative_to(self.workdir_host):
+            return str(PurePosixPath(self.workdir_inside) / path.relative_to(self.workdir_host))
+        target = f"{EXTRA_FILES_DIR}/{len(self.extra)}-{path.name}"
+        return self.extra.setdefault(host_path, target)
+
+    def maybe(self, host_path: str | None) -> str | None:
+        return None if host_path is None else self.inside(host_path)
+
+
+def container_spec(spec: AppSpec, python: str, files: _Files) -> AppSpec:
+    """``spec`` as it must read inside the container: the provisioned interpreter, the app in
+    /srv/NAME, every file it names at its copied location."""
+    tls = spec.tls
+    if tls is not None:
+        tls = TLSConfig(
+            cert=files.inside(tls.cert),
+            key=files.inside(tls.key),
+            chain=files.maybe(tls.chain),
+            renew_days=tls.renew_days,
+            ca_dir=files.maybe(tls.ca_dir),
+            hosts=tls.hosts,
+        )
+    return dataclasses.replace(
+        spec,
+        python=python,
+        working_directory=files.workdir_inside,
+        config=files.maybe(spec.config),
+        environment_file=files.maybe(spec.environment_file),
+        tls=tls,
+        source=f"{CONTAINER_DESCRIPTION_DIR}/{spec.name}.toml",
+    )
+
+
+def request_argv(listener: Listener, path: str = "/") -> tuple[list[str], str]:
+    """A curl command for the first request to ``listener`` (printing status and total time),
+    and the URL it asks for."""
+    scheme = "https" if listener.tls else "http"
+    argv = ["curl", "--silent", "--show-error", "--max-time", "60", "--output", "/dev/stderr"]
+    argv += ["--write-out", "%{http_code} %{time_total}"]
+    if listener.tls:
+        argv.append("--insecure")  # a trial run: the certificate may be self-signed
+    if listener.is_unix:
+        url = f"{scheme}://localhost{path}"
+        return [*argv, "--unix-socket", str(listener.path), url], f"{url} (via {listener.path})"
+    host = listener.host or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"{scheme}://{host}:{listener.port}{path}"
+    return [*argv, url], url
+
+
+def parse_exposure(text: str) -> str:
+    """``0.2 SAFE`` from systemd-analyze security's summary line, or an empty string."""
+    match = _EXPOSURE.search(text)
+    return f"{match.group(1)} {match.group(2)}" if match else ""
+
+
+def try_app(spec: AppSpec, progress: Callable[[str], None] = lambda _: None) -> TryReport:
+    """Run ``spec``'s app under a real systemd in an ephemeral container; see the module doc.
+    Raises HarnessError when the container cannot be used at all; problems of the app itself
+    are in the returned report (``problem``), with the status and journal that explain them."""
+    reason = available()
+    if reason:
+        raise HarnessError(f"cpsysd try cannot run here: {reason}")
+    report = TryReport(spec.name)
+    box = Container(f"try-{spec.name[:24]}-{os.getpid()}")
+    progress("booting systemd in an ephemeral container")
+    with box:
+        report.boot_seconds = box.boot_seconds
+        progress(f"booted in {box.boot_seconds:.2f} s; copying cpsysd and the app in")
+        started = time.monotonic()
+        python = box.provision_cpsysd()
+        files = _Files(Path(spec.working_directory), f"/srv/{spec.name}")
+        box.copy_in(spec.working_directory, files.workdir_inside, exclude=SKIPPED_NAMES)
+        inside = container_spec(spec, python, files)
+        for host_path, target in files.extra.items():
+            box.copy_in(host_path, target)
+        description = f"{CONTAINER_DESCRIPTION_DIR}/{spec.name}.toml"
+        box.write_file(description, spec_to_toml(inside))
+        report.provision_seconds = time.monotonic() - started
+        _install_and_request(box, inside, python, description, report, progress)
+        _collect(box, inside, report)
+        teardown_started = time.monotonic()
+    report.teardown_seconds = time.monotonic() - teardown_started
+    report.leftovers = leftovers()
+    return report
+
+
+def _install_and_request(
+    box: Container,
+    spec: AppSpec,
+    python: str,
+    description: str,
+    report: TryReport,
+    progress: Callable[[str], None],
+) -> None:
+    install = [python, "-m", "cpsysd", "install", spec.name, "-c", description]
+    progress(f"inside: {shlex.join(install)}")
+    started = time.monotonic()
+    try:
+        report.install_output = box.run(install).stdout
+    except CommandError as err:
+        report.problem = f"cpsysd install failed inside the container: {err.one_line()}"
+        return
+    report.install_seconds = time.monotonic() - started
+    argv, report.url = request_argv(spec.listeners[0])
+    progress(f"first request: {report.url} (systemd starts {spec.name}.service on demand)")
+    result = box.run(argv, check=False, timeout=90)
+    report.body = result.stderr[:2000]
+    fields = result.stdout.split()
+    if result.returncode != 0 or len(fields) != 2:
+        report.problem = f"the first request failed: curl exit status {result.returncode}"
+        return
+    report.http_status, report.first_request_seconds = int(fields[0]), float(fields[1])
+    if not 200 <= report.http_status < 400:
+        report.problem = f"the first request got HTTP {report.http_status}"
+
+
+def _collect(box: Container, spec: AppSpec, report: TryReport) -> None:
+    unit = f"{spec.name}.service"
+    report.status = box.run(
+        ["systemctl", "status", "--no-pager", "--lines=0", "--full", unit], check=False
+    ).stdout
+    # Give the service's last lines a moment to reach journald (they travel a stream socket).
+    box.run(["journalctl", "--sync"], check=False)
+    report.journal = box.journal(unit, extra=["--output=short-monotonic"]).splitlines()
+    security = box.run(["systemd-analyze", "security", "--no-pager", unit], check=False)
+    report.exposure = parse_exposure(security.stdout)
