@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cpsysd import escape
 from cpsysd.errors import SpecError
+from cpsysd.renew import render_renew_units, renew_unit_names
 from cpsysd.spec import AppSpec, Hardening
 
 if TYPE_CHECKING:
@@ -232,11 +233,13 @@ def units_to_enable(spec: AppSpec) -> list[str]:
     """The units ``cpsysd install`` enables (and starts, with ``--now``): the sockets; the
     service starts on the first connection. With workers: ``NAME.target``, which wants every
     instance's sockets and service (cpsysd.workers)."""
+    renew = renew_unit_names(spec)
+    timers = [renew[0]] if renew else []  # NAME-cert-renew.timer, with [tls] renew_days
     if spec.workers > 1:
         from cpsysd.workers import target_name  # here: workers imports this module
 
-        return [target_name(spec)]
-    return [socket_unit_name(spec, fd_name) for fd_name in spec.fd_names]
+        return [target_name(spec), *timers]
+    return [socket_unit_name(spec, fd_name) for fd_name in spec.fd_names] + timers
 
 
 def render_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:
@@ -245,8 +248,9 @@ def render_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:
     if spec.workers > 1:
         from cpsysd.workers import render_worker_units  # here: workers imports this
 
-        return render_worker_units(spec, options)
+        return render_worker_units(spec, options) | render_renew_units(spec, options)
     units = {f"{spec.name}.service": render_service(spec, options)}
     for fd_name in spec.fd_names:
         units[socket_unit_name(spec, fd_name)] = render_socket(spec, options, fd_name)
+    units.update(render_renew_units(spec, options))  # NAME-cert-renew.{timer,service}
     return units
