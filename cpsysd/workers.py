@@ -179,8 +179,6 @@ def render_worker_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]
 
 # --- rolling restart ---------------------------------------------------------------------------
 
-_RESTARTABLE = ("active", "activating", "reloading", "failed")
-
 
 @dataclass(frozen=True)
 class Restarted:
@@ -216,22 +214,35 @@ def list_instances(name: str, user: bool = False) -> dict[str, str]:
 
 
 def _show(unit: str, user: bool) -> dict[str, str]:
-    out = systemctl("show", "-p", "ActiveState,SubState,MainPID", unit, user=user).stdout
+    out = systemctl(
+        "show", "-p", "ActiveState,SubState,MainPID,TriggeredBy", unit, user=user
+    ).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def rolling_restart(name: str, user: bool = False) -> list[Restarted]:
-    """Restart the instances of ``name`` one at a time; each must be active and running again
-    (READY=1 sent: ``systemctl restart`` of a Type=notify unit waits for it) before the next.
+def _take_out(unit: str, state: dict[str, str], user: bool) -> str:
+    """Stop a broken instance and its sockets: with SO_REUSEPORT the kernel would keep queueing
+    new connections on its socket, where they would wait for a process that never comes; with
+    its own port nginx would wait too. Stopped, its share goes to the other instances."""
+    sockets = state.get("TriggeredBy", "").split()
+    result = systemctl("stop", *sockets, unit, user=user, check=False)
+    return "taken out of service" if result.returncode == 0 else "could not be stopped"
 
-    Instances that are loaded but inactive are left alone (their sockets start them with the
-    new code). On the first instance that does not come back the restart stops, so the others
-    keep serving, and CommandError names it.
+
+def rolling_restart(name: str, user: bool = False) -> list[Restarted]:
+    """Restart every loaded instance of ``name`` (``NAME@*.service``, or ``NAME.service``) one
+    at a time; each must be active and running again (READY=1: ``systemctl restart`` of a
+    Type=notify unit returns after it) before the next. Its sockets stay open in systemd
+    meanwhile, so connections wait in the backlog rather than being refused.
+
+    On the first instance that does not come back the restart stops, so the others keep
+    serving old code, and CommandError names it. When other instances exist it is also stopped
+    with its sockets (see :func:`_take_out`); the next ``cpsysd restart`` starts it again.
     """
-    units = [unit for unit, state in list_instances(name, user).items() if state in _RESTARTABLE]
+    units = list(list_instances(name, user))
     if not units:
         raise CommandError(
-            f"no running instance of {name} (no {name}@*.service or {name}.service is active)",
+            f"no instance of {name} is loaded (no {name}@*.service or {name}.service)",
             f"start it: systemctl {'--user ' if user else ''}start {name}.target or {name}.socket",
         )
     done: list[Restarted] = []
@@ -241,15 +252,18 @@ def rolling_restart(name: str, user: bool = False) -> list[Restarted]:
         argv = ["systemctl", *(["--user"] if user else []), "restart", unit]
         result = run_command(argv, check=False, timeout=600)
         state = _show(unit, user)
-        if result.returncode != 0 or (state.get("ActiveState"), state.get("SubState")) != (
+        if result.returncode == 0 and (state["ActiveState"], state["SubState"]) == (
             "active",
             "running",
         ):
-            raise CommandError(
-                f"{unit} did not come back after restart "
-                f"({state.get('ActiveState')}/{state.get('SubState')}); "
-                f"{len(done)} of {len(units)} instances restarted, the rest left running",
-                f"journalctl {'--user ' if user else ''}-u {unit}",
-            )
-        done.append(Restarted(unit, before, int(state.get("MainPID", "0"))))
+            done.append(Restarted(unit, before, int(state.get("MainPID", "0"))))
+            continue
+        what = f"{state.get('ActiveState')}/{state.get('SubState')}"
+        if len(units) > 1:
+            what += ", " + _take_out(unit, state, user)
+        raise CommandError(
+            f"{unit} did not come back after restart ({what}); {len(done)} of {len(units)} "
+            "instances restarted, the others left running",
+            f"see journalctl {'--user ' if user else ''}-u {unit}; fix, then cpsysd restart again",
+        )
     return done
