@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 
@@ -101,7 +102,17 @@ def _host_plugins(args: argparse.Namespace, engine: object) -> list[object]:
     return found
 
 
+class Terminated(BaseException):
+    """SIGTERM before the engine runs (e.g. a stop during a slow import): exit 0 at once.
+    A BaseException, so the app's or the importer's ``except Exception`` does not swallow it."""
+
+
+def _terminate_early(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def _serve(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _terminate_early)
     _check_options(args)
     spec = load_spec(args.config)
     bindings = acquire_listeners(spec)
@@ -113,7 +124,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> int:
     with notify.StartupExtender(f"Importing {spec.entry}"):
-        import cherrypy
+        import cherrypy  # the slow part of the start, with the app import
+        from cherrypy.process.wspbus import states
 
         from cpsysd.runtime import app as app_module
         from cpsysd.runtime import journal, plugins, server, tls, watchdog
@@ -146,9 +158,22 @@ def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> in
     reloader = plugins.Reloader(engine, served, sink, servers, status_text, cherrypy.log)
     for plugin in host_plugins:
         plugin.subscribe()  # type: ignore[attr-defined]
+    stop_requested = []
+
+    def on_sigterm() -> None:
+        # A SIGTERM while the engine is still starting would make CherryPy's bus.exit() end
+        # the process with os._exit(70); finish starting first, then stop gracefully.
+        if engine.state == states.STARTING:
+            stop_requested.append(True)
+        else:
+            engine.exit()
+
+    engine.signal_handler.handlers["SIGTERM"] = on_sigterm
     engine.signal_handler.handlers["SIGHUP"] = reloader.reload
     engine.signal_handler.subscribe()
     engine.start()
+    if stop_requested:
+        engine.exit()
     engine.block()
     return 0
 
@@ -163,6 +188,9 @@ def serve_main(argv: list[str], debug: bool = False) -> int:
     except CpsysdError as err:
         _report(err.one_line(), debug)
         return err.exit_code
+    except Terminated:
+        print("cpsysd: stopped (SIGTERM) before serving", file=sys.stderr)
+        return 0
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # a bug, or something the checks did not foresee
