@@ -1,0 +1,91 @@
+"""Scaling on this machine's cores: N processes on one port (SO_REUSEPORT, as the NAME@i.socket
+units of ``worker_mode = "reuseport"`` make them) vs one, and vs gunicorn (sync, gthread) and
+uWSGI with 2 processes serving the same app as WSGI."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from benchlib import Section, ratio_samples
+from config import Config
+from servers import (
+    CPSYSD_SERVE,
+    PLAIN_CHERRYPY,
+    Load,
+    compare,
+    cpu,
+    gunicorn_argv,
+    p99,
+    reuseport_contender,
+    rps,
+    uwsgi_argv,
+    wsgi_contender,
+)
+
+CONNS = 64
+GTHREADS = 4
+
+CPSYSD_1 = reuseport_contender("cpsysd serve x1", CPSYSD_SERVE, 1)
+CPSYSD_2 = reuseport_contender("cpsysd serve x2", CPSYSD_SERVE, 2)
+PLAIN_1 = reuseport_contender("cherrypy.quickstart x1", PLAIN_CHERRYPY, 1)
+PLAIN_2 = reuseport_contender("cherrypy.quickstart x2", PLAIN_CHERRYPY, 2)
+GUNICORN_SYNC = wsgi_contender("gunicorn sync -w2", partial(gunicorn_argv, worker_class="sync"))
+GUNICORN_GTHREAD = wsgi_contender(
+    f"gunicorn gthread -w2 --threads {GTHREADS}",
+    partial(gunicorn_argv, worker_class="gthread", threads=GTHREADS),
+)
+UWSGI = wsgi_contender("uWSGI --processes 2", uwsgi_argv)
+ALL = (CPSYSD_1, CPSYSD_2, PLAIN_1, PLAIN_2, GUNICORN_SYNC, GUNICORN_GTHREAD, UWSGI)
+
+
+def run(cfg: Config) -> Section:
+    section = Section("Scaling")
+    results = compare(ALL, [CONNS], cfg.reps, cfg.duration)
+
+    def of(name: str) -> list[Load]:
+        return results[(name, CONNS)]
+
+    for contender in ALL:
+        loads = of(contender.name)
+        section.row(
+            f"{contender.name}, {CONNS} conns",
+            f"{rps(loads).median:.0f} req/s",
+            "",
+            rps(loads).spread(),
+            f"p99 {p99(loads).median:.1f} ms, {cpu(loads).median:.0f} us CPU/req",
+        )
+    pairs = (
+        (CPSYSD_2, CPSYSD_1, "goal >= 1.9"),
+        (PLAIN_2, PLAIN_1, "baseline measured before: 2.1"),
+        (CPSYSD_2, GUNICORN_SYNC, "goal >= 1.1"),
+        (CPSYSD_2, GUNICORN_GTHREAD, ""),
+        (CPSYSD_2, UWSGI, "far goal >= 0.8"),
+        (CPSYSD_2, PLAIN_2, ""),
+    )
+    ratios = {}
+    for num, den, goal in pairs:
+        ratio = ratio_samples(rps(of(num.name)), rps(of(den.name)))
+        ratios[(num, den)] = ratio
+        section.row(
+            f"req/s: {num.name} / {den.name}", "", f"{ratio.median:.2f}x", ratio.spread(), goal
+        )
+    section.headline.append(
+        f"Two `cpsysd serve` instances on one port (ReusePort) serve "
+        f"**{ratios[(CPSYSD_2, CPSYSD_1)].median:.2f}x** one instance, "
+        f"**{ratios[(CPSYSD_2, GUNICORN_SYNC)].median:.2f}x** gunicorn (sync, 2 workers), "
+        f"**{ratios[(CPSYSD_2, GUNICORN_GTHREAD)].median:.2f}x** gunicorn "
+        f"(gthread, 2x{GTHREADS}) and "
+        f"**{ratios[(CPSYSD_2, UWSGI)].median:.2f}x** uWSGI (2 processes), same app, 2 cores."
+    )
+    section.details.append(
+        f"All serve `examples/hello` at {CONNS} keep-alive connections (gunicorn's sync worker "
+        "closes every connection; wrk reconnects). `xN`: N processes, each passed its own "
+        "SO_REUSEPORT + TCP_NODELAY socket on the same port as fd 3 with LISTEN_FDS/LISTEN_PID/"
+        "LISTEN_FDNAMES (`bench/apps/exec_with_fd3.py`), as systemd does for the `NAME@i.socket` "
+        "units with `ReusePort=yes`; the kernel spreads connections by hash. gunicorn and uWSGI "
+        "run `bench/apps/wsgi_hello.py`: the same CherryPy app as a WSGI callable, "
+        '`environment = "production"` (no access log); uWSGI is Debian\'s 2.0.21 with '
+        "`--disable-logging`. cpsysd serve writes its access log (stderr, /dev/null here); "
+        "quickstart its screen log (/dev/null). wrk itself runs on the same 2 cores (1 thread)."
+    )
+    return section
