@@ -9,9 +9,10 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +142,49 @@ def whoami(host: str, port: int, **kwargs: Any) -> dict[str, Any]:
     assert status == 200, body
     result: dict[str, Any] = json.loads(body)
     return result
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive TCP ports that are free on 127.0.0.1 right now."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = int(probe.getsockname()[1])
+        if first + count > 65536:
+            continue
+        socks = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"found no {count} consecutive free ports")
+
+
+def serve_env() -> dict[str, str]:
+    """The environment for `cpsysd serve` children: this one, without bytecode writes."""
+    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+@contextmanager
+def activated_instances(
+    description: Path, addresses: Sequence[str], log_dir: Path, fd_name: str = "http"
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """One `cpsysd serve -c DESCRIPTION` per address, each under the real
+    systemd-socket-activate (LISTEN_FDS=1, LISTEN_FDNAMES=fd_name), like the instances of
+    NAME@.socket; all stopped by PID at the end."""
+
+    with ExitStack() as stack:
+        procs = []
+        for index, address in enumerate(addresses):
+            argv = ["systemd-socket-activate", "-l", address, f"--fdname={fd_name}",
+                    sys.executable, "-m", "cpsysd", "serve", "-c", str(description)]  # fmt: skip
+            log = log_dir / f"instance-{index + 1}.log"
+            procs.append(stack.enter_context(running(argv, log, env=serve_env())))
+        yield procs
