@@ -207,6 +207,17 @@ def make_self_signed(
     return leaf
 
 
+def _make_directories(directory: Path) -> list[Path]:
+    """``mkdir -p``: missing parents 0755, ``directory`` itself 0700 (chmod-ed: the umask may
+    be looser). Returns what it created, deepest last, for removal on failure."""
+    missing = [p for p in (directory, *directory.parents) if not p.exists()][::-1]
+    for path in missing:
+        path.mkdir(mode=0o700)
+        # chmod, not the umask: parents must stay traversable for the services (0755).
+        os.chmod(path, 0o700 if path == directory else 0o755)
+    return missing
+
+
 def create_ca(
     directory: Path,
     key_type: KeyType,
@@ -215,12 +226,12 @@ def create_ca(
     force: bool = False,
     common_name: str | None = None,
 ) -> CertificateAuthority:
-    """Create the local CA in ``directory`` (made 0700 if missing): ca.key (0600) and ca.pem."""
+    """Create the local CA in ``directory`` (made 0700, with its parents, if missing): ca.key
+    (0600) and ca.pem. Nothing is left behind when it fails."""
     check_days(days)
-    if directory.exists() and not directory.is_dir():
-        raise TLSError(f"{directory} exists and is not a directory")
-    if not directory.parent.is_dir():
-        raise TLSError(f"directory {directory.parent} does not exist", "create it first")
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), Path("/"))
+    if not existing.is_dir():
+        raise TLSError(f"{existing} exists and is not a directory")
     cert_path, key_path = directory / CA_CERT_NAME, directory / CA_KEY_NAME
     if not force and (cert_path.exists() or key_path.exists()):
         raise TLSError(
@@ -229,10 +240,9 @@ def create_ca(
         )
     name = common_name or f"cpsysd local CA {os.uname().nodename[:24]} {secrets.token_hex(4)}"
     ca = CertificateAuthority.create(key_type, days, name)
-    made_dir = not directory.exists()
+    made: list[Path] = []
     try:
-        if made_dir:
-            directory.mkdir(mode=0o700)
+        made = _make_directories(directory)
         write_outputs(
             [
                 _key_output(key_path, ca.private_key, passphrase),
@@ -241,9 +251,9 @@ def create_ca(
             force,
         )
     except (OSError, TLSError) as err:
-        if made_dir:
+        for path in reversed(made):
             with contextlib.suppress(OSError):
-                directory.rmdir()
+                path.rmdir()
         if isinstance(err, OSError):
             raise _os_problem(err, directory) from None
         raise

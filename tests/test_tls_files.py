@@ -375,7 +375,7 @@ def test_outputs_are_validated_before_any_key_is_made(tmp_path: Path) -> None:
             ),
             "does not exist",
         ),
-        (lambda: certfiles.create_ca(tmp_path / "a/b", KeyType.EC_P256, 10), "does not exist"),
+        (lambda: certfiles.create_ca(tmp_path / "a/b", KeyType.EC_P256, 0), "at least one day"),
     ]
     for call, message in cases:
         with pytest.raises(TLSError, match=message):
@@ -392,6 +392,28 @@ def test_ca_directory_is_private_and_created_once(tmp_path: Path) -> None:
     with pytest.raises(TLSError, match="a CA already exists"):
         certfiles.create_ca(ca_dir, KeyType.EC_P256, 100)
     assert _listing(tmp_path) == before
+
+
+def test_ca_directory_with_missing_parents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old_umask = os.umask(0o077)
+    try:
+        certfiles.create_ca(tmp_path / "etc/cpsysd/ca", KeyType.EC_P256, 10)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "etc").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "etc/cpsysd/ca").stat().st_mode) == 0o700
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TLSError, match="is not a directory"):
+        certfiles.create_ca(tmp_path / "file/ca", KeyType.EC_P256, 10)
+
+    def failing_write(outputs: object, force: bool) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(certfiles, "write_outputs", failing_write)
+    before = _listing(tmp_path)
+    with pytest.raises(TLSError, match="no space left"):
+        certfiles.create_ca(tmp_path / "x/y/ca", KeyType.EC_P256, 10)
+    assert _listing(tmp_path) == before  # the directories it made are gone again
 
 
 def test_passphrase_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
