@@ -1,0 +1,87 @@
+"""SIGTERM: ``cpsysd serve`` stops accepting, lets in-flight requests finish (bounded by
+``timeout_stop_sec``) and exits 0."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import threading
+import time
+from pathlib import Path
+
+from runtimekit import CPSYSD, NotifyReceiver, Proc, free_port, get_json, socket_activate, write_app
+
+
+def _slow_request(port: int, seconds: float, result: dict[str, object]) -> threading.Thread:
+    def run() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            conn.request("GET", f"/slow?seconds={seconds}")
+            response = conn.getresponse()
+            result["status"] = response.status
+            result["body"] = response.read()
+            result["length"] = response.getheader("Content-Length")
+        except Exception as err:
+            result["error"] = err
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_in_flight_request_completes_during_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    receiver = NotifyReceiver(tmp_path / "notify.sock")
+    description = write_app(tmp_path / "app", [str(port)])
+    argv = socket_activate(
+        [str(port)],
+        [*CPSYSD, "serve", "-c", str(description)],
+        env={"NOTIFY_SOCKET": receiver.path},
+    )
+    proc = Proc(argv, tmp_path / "serve.log")
+    try:
+        time.sleep(0.2)
+        get_json(f"127.0.0.1:{port}")  # started and serving
+        idle = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        idle.request("GET", "/")  # an idle keep-alive connection, closed at the stop
+        idle.getresponse().read()
+        result: dict[str, object] = {}
+        thread = _slow_request(port, 2, result)
+        time.sleep(0.7)  # the request is being served (it sleeps 2 s in the app)
+        proc.signal(signal.SIGTERM)
+        receiver.wait_for("STOPPING", "1")
+        assert "status" not in result  # still in flight when the stop began
+        thread.join(30)
+        assert proc.wait(30) == 0, proc.output()
+    finally:
+        proc.stop()
+        receiver.close()
+    assert result.get("status") == 200, result
+    body = result["body"]
+    assert isinstance(body, bytes)
+    assert body.startswith(b"slept 2 s\n")
+    assert body.endswith(b"\nend\n")
+    assert len(body) == int(str(result["length"]))
+    assert "Traceback" not in proc.output()
+
+
+def test_stop_is_bounded_by_timeout_stop_sec(tmp_path: Path) -> None:
+    """A request that would take 30 s does not hold the exit past timeout_stop_sec (2 s here,
+    minus a margin); it is abandoned with a warning and the process still exits 0."""
+    port = free_port()
+    description = write_app(tmp_path / "app", [str(port)])
+    text = description.read_text().replace("timeout_stop_sec = 10", "timeout_stop_sec = 2")
+    description.write_text(text)
+    proc = Proc([*CPSYSD, "serve", "-c", str(description)], tmp_path / "serve.log")
+    try:
+        get_json(f"127.0.0.1:{port}")
+        result: dict[str, object] = {}
+        _slow_request(port, 30, result)
+        time.sleep(0.5)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(15) == 0  # far sooner than the 30 s request
+    finally:
+        proc.stop()
+    assert "1 request(s) still running at the stop deadline were abandoned" in proc.output()
