@@ -18,7 +18,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from cpsysd import escape
-from cpsysd.errors import SpecError
+from cpsysd.errors import CpsysdError, SpecError
+from cpsysd.tlsnames import parse_host  # pure: no cryptography
 
 _E = TypeVar("_E", bound=StrEnum)
 SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux, unix(7)
@@ -446,8 +447,18 @@ def _tls(fieldname: str, value: object, base: str) -> TLSConfig:
         ca_dir=check_path(f"{fieldname}.ca_dir", table["ca_dir"], base)
         if "ca_dir" in table
         else None,
-        hosts=tuple(_text(f"{fieldname}.hosts[{i}]", h) for i, h in enumerate(hosts)),
+        hosts=tuple(_tls_host(f"{fieldname}.hosts[{i}]", h) for i, h in enumerate(hosts)),
     )
+
+
+def _tls_host(fieldname: str, value: object) -> str:
+    """A certificate host name, checked now rather than when the renewal timer first runs."""
+    text = _text(fieldname, value)
+    try:
+        parse_host(text)
+    except CpsysdError as err:
+        raise SpecError(fieldname, err.message, err.hint) from None
+    return text
 
 
 def _nginx(fieldname: str, value: object, base: str) -> NginxConfig:

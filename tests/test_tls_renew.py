@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cpsysd import certfiles, renew, tls
-from cpsysd.errors import TLSError
+from cpsysd.errors import SpecError, TLSError
 from cpsysd.render import RenderOptions, render_units, units_to_enable
 from cpsysd.spec import TLSConfig, parse_spec
 from cpsysd.tlscert import Certificate
@@ -52,6 +52,15 @@ TLS = {
     "ca_dir": "/etc/cpsysd/ca",
     "hosts": ["app.test", "127.0.0.1"],
 }
+
+
+@pytest.mark.parametrize(
+    ("host", "says"), [("DNS:10.0.0.1", "is an IP address"), ("a_b.test", "not a valid DNS name")]
+)
+def test_tls_hosts_are_checked_when_the_description_is_read(host: str, says: str) -> None:
+    with pytest.raises(SpecError, match=says) as caught:
+        spec_of(tls={**TLS, "hosts": ["ok.test", host]})
+    assert caught.value.field == "tls.hosts[1]"
 
 
 def test_no_renewal_units_without_renew_days() -> None:
