@@ -30,7 +30,7 @@ from cpsysd import escape
 from cpsysd.errors import CommandError, SpecError
 from cpsysd.render import MARKER, RenderOptions, comment_text, render_template, service_context
 from cpsysd.spec import SUN_PATH_MAX, AppSpec, Listener, WorkerMode
-from cpsysd.systemctl import run_command, systemctl
+from cpsysd.systemctl import run_command, systemctl, systemd_running
 
 _NOTE = {
     WorkerMode.REUSEPORT: "Worker instances {first}..{last} share one address (ReusePort=yes).",
@@ -197,7 +197,6 @@ def _instance_sort_key(unit: str) -> tuple[int, int, str]:
 def list_instances(name: str, user: bool = False) -> dict[str, str]:
     """The loaded units of app ``name``: ``NAME@*.service`` (or ``NAME.service``) -> ActiveState,
     instances in numeric order. Asks systemd, so instances started by hand count too."""
-    escape.check_unit_stem(name)
     result = systemctl(
         "list-units", "--all", "--plain", "--no-legend", "--full", "--type=service",
         f"{name}@*.service", f"{name}.service", user=user,
@@ -239,6 +238,15 @@ def rolling_restart(name: str, user: bool = False) -> list[Restarted]:
     serving old code, and CommandError names it. When other instances exist it is also stopped
     with its sockets (see :func:`_take_out`); the next ``cpsysd restart`` starts it again.
     """
+    try:
+        escape.check_unit_stem(name)
+    except ValueError as err:
+        raise CommandError(f"app name {name!r} {err}", "give the name of the description") from None
+    if not systemd_running():
+        raise CommandError(
+            "systemd is not running here (no /run/systemd/system), so there is nothing to restart",
+            "without systemd, restart the app with its supervisor (e.g. supervisorctl restart)",
+        )
     units = list(list_instances(name, user))
     if not units:
         raise CommandError(

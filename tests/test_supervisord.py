@@ -157,3 +157,26 @@ def test_real_supervisord_starts_restarts_and_stops_the_app(tmp_path: Path, port
         with pytest.raises(ProcessLookupError):
             os.kill(second, 0)  # the app process is gone, not just its socket
     assert "exited: hello (terminated by SIGKILL" in (tmp_path / "supervisord.log").read_text()
+
+
+def test_generate_target_supervisord_writes_the_section(
+    tmp_path: Path, cpsysd_cmd: list[str]
+) -> None:
+    description = tmp_path / "cpsysd.toml"
+    description.write_text(
+        f'name = "hello"\nentry = "hello:Root"\nworking_directory = "{REPO}/examples/hello"\n'
+        'environment = { GREETING = "50% off; today" }\ntimeout_stop_sec = 12\n'
+    )
+    out = tmp_path / "conf.d"
+    result = subprocess.run(
+        [*cpsysd_cmd, "generate", "-c", str(description), "--target", "supervisord", "-o",
+         str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = (out / "hello.conf").read_text()
+    # What the tests above parse with supervisord's reader (which also insists that the log
+    # directory, /var/log/supervisor by default as in Debian's package, exists).
+    assert text == render_supervisord(load_spec(description), str(description.resolve()))
+    assert "stopwaitsecs=12\n" in text
+    assert 'GREETING="50%% off; today"' in text

@@ -154,3 +154,21 @@ def test_instances_keep_the_exposure_promise(network: bool) -> None:
     report = verify_units(spec_of(network=network))
     assert list(report.exposures) == ["app@1.service"]
     assert report.exposure == single
+
+
+def test_restart_cli_refuses_a_bad_name(cpsysd_cmd: list[str]) -> None:
+    result = subprocess.run(
+        [*cpsysd_cmd, "restart", "../etc"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert result.stderr.startswith("cpsysd: error: app name '../etc' may only contain")
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(Path("/run/systemd/system").exists(), reason="only where systemd is not PID 1")
+def test_restart_cli_without_systemd_is_one_line(cpsysd_cmd: list[str]) -> None:
+    """Here PID 1 is not systemd: no systemctl is run, the error says why."""
+    result = subprocess.run([*cpsysd_cmd, "restart", "hello"], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.startswith("cpsysd: error: systemd is not running here")
+    assert result.stderr.count("\n") == 1
