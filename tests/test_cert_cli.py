@@ -94,9 +94,7 @@ def test_selfsigned(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
     pub_key = openssl("pkey", "-in", "k.pem", "-pubout", cwd=tmp_path).stdout
     assert pub_key
-    assert (
-        pub_key == openssl("x509", "-in", "c.pem", "-noout", "-pubkey", cwd=tmp_path).stdout
-    )
+    assert pub_key == openssl("x509", "-in", "c.pem", "-noout", "-pubkey", cwd=tmp_path).stdout
     enddate = openssl("x509", "-in", "c.pem", "-noout", "-enddate", cwd=tmp_path).stdout
     expires = datetime.datetime.strptime(enddate.strip().split("=", 1)[1], "%b %d %H:%M:%S %Y %Z")
     assert 89 <= (expires - datetime.datetime.utcnow()).days <= 90

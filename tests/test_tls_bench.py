@@ -15,9 +15,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from cpsysd import tls
 
-ROUNDS = 5
+ROUNDS = 3
 
 
 def _median_ms(action: Callable[[int], object], rounds: int = ROUNDS) -> float:
@@ -96,6 +98,7 @@ def format_table(results: list[tuple[str, float]]) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_print_creation_times(tmp_path: Path) -> None:
     results = measure_creation_times(tmp_path)
     assert len(results) == 5
