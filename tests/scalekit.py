@@ -17,6 +17,15 @@ from pathlib import Path
 from typing import Any
 
 NGINX = "/usr/sbin/nginx"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now on 127.0.0.1 (as conftest.free_port; imported
+    from here because `conftest` is ambiguous once tests/e2e/conftest.py is collected too)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def nginx_wrapper(prefix: Path, site: Path) -> str:

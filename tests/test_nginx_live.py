@@ -13,9 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, free_port
 from scalekit import (
+    REPO,
     activated_instances,
+    free_port,
     free_port_run,
     http_get,
     nginx_running,

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from scalekit import nginx_prepare, running, serve_env, stop_process
+from scalekit import REPO, nginx_prepare, running, serve_env, stop_process
 
 from cpsysd.nginx import render_site
 from cpsysd.spec import load_spec
