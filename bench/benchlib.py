@@ -13,6 +13,7 @@ import re
 import shlex
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -144,9 +145,18 @@ def wait_listening(port: int, timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
-def http_get(port: int, path: str = "/", timeout: float = 5.0, host: str = "127.0.0.1") -> bytes:
-    """One HTTP/1.0 request on a new connection; the whole response."""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+def http_get(
+    port: int, path: str = "/", timeout: float = 5.0, host: str = "127.0.0.1", tls: bool = False
+) -> bytes:
+    """One HTTP/1.0 request on a new connection (TLS without certificate checks: a benchmark
+    of our own loopback server); the whole response."""
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        sock = raw
+        if tls:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            sock = context.wrap_socket(raw)
         sock.sendall(f"GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n".encode())
         chunks = []
         while chunk := sock.recv(65536):
@@ -154,13 +164,13 @@ def http_get(port: int, path: str = "/", timeout: float = 5.0, host: str = "127.
     return b"".join(chunks)
 
 
-def wait_http(port: int, timeout: float = 20.0, path: str = "/") -> None:
+def wait_http(port: int, timeout: float = 20.0, path: str = "/", tls: bool = False) -> None:
     """Wait until ``GET path`` answers 200 (a started server, warmed by one request)."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            if b" 200 " in http_get(port, path, timeout=2).split(b"\r\n", 1)[0]:
+            if b" 200 " in http_get(port, path, timeout=2, tls=tls).split(b"\r\n", 1)[0]:
                 return
         except OSError as err:
             last = err

@@ -34,17 +34,27 @@ CPSYSD_SERVE = [PYTHON, "-m", "cpsysd", "serve", "-c", str(HELLO_TOML)]
 PLAIN_CHERRYPY = [PYTHON, str(APPS / "plain_cherrypy.py")]
 
 
-def activate_argv(port: int, argv: Sequence[str], fdname: str = "http") -> list[str]:
-    """``systemd-socket-activate`` on 127.0.0.1:PORT, starting ``argv`` on the first connection."""
-    return ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", f"--fdname={fdname}", *argv]
+def activate_argv(
+    port: int, argv: Sequence[str], env: dict[str, str] | None = None, fdname: str = "http"
+) -> list[str]:
+    """``systemd-socket-activate`` on 127.0.0.1:PORT, starting ``argv`` on the first connection.
+    It passes on only PATH, TERM, USER and HOME of its environment, so ``env`` becomes -E."""
+    setenv = [f"-E{name}={value}" for name, value in (env or {}).items()]
+    return [
+        "systemd-socket-activate", "-l", f"127.0.0.1:{port}", f"--fdname={fdname}", *setenv, *argv
+    ]  # fmt: skip
 
 
 def start_activated(
-    procs: Procs, port: int, argv: Sequence[str], env: dict[str, str] | None = None
+    procs: Procs,
+    port: int,
+    argv: Sequence[str],
+    env: dict[str, str] | None = None,
+    fdname: str = "http",
 ) -> subprocess.Popen[bytes]:
     """A server under systemd-socket-activate, started by the first request (waited for here)."""
-    proc = procs.start(activate_argv(port, argv), env=env)
-    wait_http(port)
+    proc = procs.start(activate_argv(port, argv, env, fdname))
+    wait_http(port, tls=fdname == "https")
     return proc
 
 
@@ -127,6 +137,7 @@ class Contender:
 
     name: str
     start: Callable[[Procs, int], list[int]]
+    scheme: str = "http"
 
 
 def compare(
@@ -135,7 +146,6 @@ def compare(
     reps: int,
     duration: float,
     headers: Sequence[str] = (),
-    scheme: str = "http",
 ) -> dict[tuple[str, int], list[Load]]:
     """Start every contender once, then run ``reps`` rounds; in each round every contender gets
     one wrk run per connection count, in an order rotated from round to round, so that each
@@ -150,7 +160,7 @@ def compare(
             order = started[rep % len(started) :] + started[: rep % len(started)]
             for conns in connections:
                 for contender, port, roots in order:
-                    url = f"{scheme}://127.0.0.1:{port}/"
+                    url = f"{contender.scheme}://127.0.0.1:{port}/"
                     result = load(url, roots, conns, duration, headers)
                     results.setdefault((contender.name, conns), []).append(result)
                     say(
