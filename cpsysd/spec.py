@@ -586,7 +586,8 @@ def parse_spec(table: Mapping[str, Any], base_dir: str, source: str | None = Non
         raise SpecError(
             "tls",
             "a TLS listener needs certificate files",
-            'add [tls] cert = "..." key = "..." (cpsysd cert selfsigned makes them)',
+            "add [tls] cert and key, or pass cpsysd init --tls-cert FILE --tls-key FILE; "
+            "cpsysd cert selfsigned makes them",
         )
     workers = _int("workers", get("workers", 1), 1, 256)
     worker_mode = _choice("worker_mode", get("worker_mode", "reuseport"), WorkerMode)
