@@ -110,6 +110,11 @@ def _blocks(spec: AppSpec, config: NginxConfig) -> list[_Block]:
 def _static_locations(config: NginxConfig) -> list[tuple[str, str]]:
     # alias and location must both end in "/" (or neither), else "/static../x" escapes the
     # directory (the classic nginx alias traversal).
+    for prefix, _ in config.static:
+        if not prefix.strip("/"):
+            raise SpecError(
+                "nginx.static", f"{prefix!r} would hide the app", 'use a prefix like "/static"'
+            )
     return [
         (
             _token("nginx.static", prefix.rstrip("/") + "/"),

@@ -120,6 +120,7 @@ def test_site_content(tmp_path: Path) -> None:
         ("server_names", ("a.example;",)),
         ("upstream", ("10.0.0.1:80; server evil",)),
         ("client_max_body_size", "1m;"),
+        ("static", (("/", "/srv/www"),)),  # a second "location /" would hide the app
     ],
 )
 def test_values_cannot_inject_directives(field: str, value: object, tmp_path: Path) -> None:
