@@ -192,7 +192,9 @@ def activated_instances(
     with ExitStack() as stack:
         procs = []
         for index, address in enumerate(addresses):
+            # systemd-socket-activate passes on LISTEN_*, -E and a few basics, not our environment.
             argv = ["systemd-socket-activate", "-l", address, f"--fdname={fd_name}",
+                    "-E", "PYTHONDONTWRITEBYTECODE=1",
                     sys.executable, "-m", "cpsysd", "serve", "-c", str(description)]  # fmt: skip
             log = log_dir / f"instance-{index + 1}.log"
             procs.append(stack.enter_context(running(argv, log, env=serve_env())))
