@@ -51,6 +51,12 @@ def container(request: pytest.FixtureRequest) -> Iterator[Container]:
             print(box.run(["journalctl", "--no-pager", "-n", "150"], check=False).stdout)
 
 
+@pytest.fixture
+def container_allowed() -> None:
+    """For tests that boot containers themselves (e.g. through ``cpsysd try``)."""
+    require_container()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _nothing_left_behind() -> Iterator[None]:
     """After the whole session: no container process, mount, cgroup or scratch directory."""

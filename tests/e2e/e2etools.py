@@ -37,16 +37,12 @@ def example_spec(**changes: Any) -> AppSpec:
     return dataclasses.replace(load_spec(EXAMPLE / "cpsysd.toml"), **changes)
 
 
-def install_app(
-    box: Container,
-    spec: AppSpec,
-    *,
-    source: Path = EXAMPLE,
-    user: str | None = None,
-) -> str:
-    """Provision cpsysd, copy ``source`` to /srv/NAME, write ``spec`` rewritten for the container
-    to /etc/cpsysd/NAME.toml and run ``cpsysd install NAME -c ...`` inside (as ``user`` with
-    ``--user`` when given); returns the interpreter inside."""
+def prepare_app(
+    box: Container, spec: AppSpec, *, source: Path = EXAMPLE, user: str | None = None
+) -> list[str]:
+    """Provision cpsysd, copy ``source`` to /srv/NAME and write ``spec``, rewritten for the
+    container, to /etc/cpsysd/NAME.toml; returns the ``cpsysd install`` argv to run inside
+    (as ``user``, with ``--user``, when given)."""
     python = box.provision_cpsysd()
     workdir = f"/srv/{spec.name}"
     box.copy_in(source, workdir, exclude=["__pycache__"])
@@ -58,8 +54,16 @@ def install_app(
     if user is not None:
         box.run(["chmod", "-R", "a+rX", "/etc/cpsysd", workdir])
         install.append("--user")
+    return install
+
+
+def install_app(
+    box: Container, spec: AppSpec, *, source: Path = EXAMPLE, user: str | None = None
+) -> str:
+    """:func:`prepare_app`, then ``cpsysd install`` inside; returns the interpreter inside."""
+    install = prepare_app(box, spec, source=source, user=user)
     box.run(install, user=user)
-    return python
+    return install[0]
 
 
 def curl(box: Container, url: str, *args: str, user: str | None = None) -> tuple[int, float, str]:

@@ -1,0 +1,74 @@
+"""``cpsysd try`` (the README's first command) as a user runs it: a real process, real output."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+from e2etools import EXAMPLE, REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def test_try_runs_the_example_under_systemd(
+    container_allowed: None, figure: Callable[[str, str], None]
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cpsysd", "try", "-c", str(EXAMPLE / "cpsysd.toml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        check=False,
+    )
+    print(result.stdout, result.stderr)
+    assert result.returncode == 0
+    out = result.stdout
+    assert "first request: HTTP 200 from http://127.0.0.1:8080/" in out
+    assert "Hello from cpsysd!" in out
+    assert 'Status: "' in out
+    assert "hello[" in out  # journal lines of the service
+    assert "nothing left behind" in out
+    latency = re.search(r"first request +([0-9]+) ms", out)
+    exposure = re.search(r"exposure +([0-9.]+ \S+)", out)
+    assert latency
+    assert exposure
+    figure("cpsysd try: first request (socket activation)", f"{latency.group(1)} ms")
+    figure("cpsysd try: exposure", exposure.group(1))
+    boot = re.search(r"boot +([0-9.]+ s)", out)
+    assert boot
+    figure("cpsysd try: container boot", boot.group(1))
+
+
+def test_try_without_root_says_so_in_one_line() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become another user")
+    probe = ["runuser", "-u", "nobody", "--", sys.executable, "-c", "import cpsysd"]
+    if subprocess.run(probe, capture_output=True, check=False).returncode != 0:
+        pytest.skip(f"{sys.executable} is not usable by nobody (e.g. a checkout under /root)")
+    result = subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "nobody",
+            "--",
+            sys.executable,
+            "-m",
+            "cpsysd",
+            "try",
+            "-c",
+            str(EXAMPLE / "cpsysd.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert "needs root" in result.stderr
