@@ -241,11 +241,12 @@ class Package:
     """The example app's package, unpacked into a DPKG_ROOT tree, its scripts run as dpkg
     would run them (deb-systemd-helper needs DPKG_MAINTSCRIPT_PACKAGE)."""
 
-    def __init__(self, tmp_path: Path, spec_file: Path = EXAMPLE_TOML) -> None:
+    def __init__(self, tmp_path: Path, spec_file: Path = EXAMPLE_TOML, vendor: bool = True) -> None:
         self.root = tmp_path / "root"
         self.scripts = tmp_path / "debian"
+        self.unit_dir = "/lib/systemd/system" if vendor else "/etc/systemd/system"
         spec = load_spec(spec_file)
-        write_debian(spec, DebianOptions("cpsysd-hello"), self.scripts)
+        write_debian(spec, DebianOptions("cpsysd-hello", vendor=vendor), self.scripts)
         conffile = self.root / "etc" / "cpsysd" / f"{spec.name}.toml"
         conffile.parent.mkdir(parents=True)
         shutil.copy(spec_file, conffile)
@@ -279,19 +280,23 @@ class Package:
         assert result.returncode == 0, f"{script} {args}: {result.stdout}{result.stderr}"
 
 
-@pytest.mark.parametrize("cpsysd_at_remove", [True, False], ids=["cpsysd", "plain-sh"])
-def test_life_cycle_under_dpkg_root(tmp_path: Path, cpsysd_at_remove: bool) -> None:
-    pkg = Package(tmp_path)
+@pytest.mark.parametrize(
+    ("cpsysd_at_remove", "vendor"),
+    [(True, True), (False, True), (True, False)],
+    ids=["cpsysd", "plain-sh", "admin-units"],
+)
+def test_life_cycle_under_dpkg_root(tmp_path: Path, cpsysd_at_remove: bool, vendor: bool) -> None:
+    pkg = Package(tmp_path, vendor=vendor)
     before = _snapshot(pkg.root)
 
     pkg.ok("postinst", "configure", "")
     installed = _snapshot(pkg.root)
     new = sorted(set(installed) - set(before))
     for unit in ("hello.service", "hello.socket", "hello-https.socket"):
-        assert f"/lib/systemd/system/{unit}" in new
+        assert f"{pkg.unit_dir}/{unit}" in new
     for link in ("hello.socket", "hello-https.socket"):
         target = installed[f"/etc/systemd/system/sockets.target.wants/{link}"]
-        assert target == ("link", f"/lib/systemd/system/{link}")
+        assert target == ("link", f"{pkg.unit_dir}/{link}")
     assert installed["/var/lib/cpsysd/hello-tls/key.pem"][1] == "0o600"
     assert installed["/var/lib/cpsysd/hello-tls"][1] == "0o700"
     assert "/var/lib/cpsysd/hello.manifest.json" in new
@@ -307,7 +312,7 @@ def test_life_cycle_under_dpkg_root(tmp_path: Path, cpsysd_at_remove: bool) -> N
     (pkg.root / "usr/share/cpsysd-hello/hello.py").unlink()  # dpkg removes the package's files
     pkg.ok("postrm", "remove", cpsysd=cpsysd_at_remove)
     removed = _snapshot(pkg.root)
-    assert not [p for p in removed if p.startswith("/lib/systemd/system/hello")]
+    assert not [p for p in removed if p.startswith(f"{pkg.unit_dir}/hello")]
     assert "/var/lib/cpsysd/hello.manifest.json" not in removed
     assert "/etc/systemd/system/sockets.target.wants/hello.socket" in removed
     assert (
@@ -353,13 +358,28 @@ def test_existing_tls_files_are_kept_and_never_purged(tmp_path: Path) -> None:
     assert (tls / "cert.pem").read_text() == "the admin's certificate\n"
 
 
-def test_hostile_host_name_is_not_executed(tmp_path: Path) -> None:
+def test_shell_metacharacters_in_paths_stay_data(tmp_path: Path) -> None:
+    """Paths may contain & | * ( ) < > ! # ~ (spec.check_path refuses only what units cannot
+    hold): run for real, they name files and never redirect, glob or background anything."""
+    odd = "/var/lib/cpsysd/a&b|c*d(e)<f>!g#h~i"
     spec_file = tmp_path / "hello.toml"
-    text = EXAMPLE_TOML.read_text() + f'hosts = ["localhost", "$(touch {tmp_path}/pwned)"]\n'
-    spec_file.write_text(text)
+    text = EXAMPLE_TOML.read_text().split("[tls]")[0]
+    spec_file.write_text(text + f'[tls]\ncert = "{odd}/cert.pem"\nkey = "{odd}/key.pem"\n')
     pkg = Package(tmp_path, spec_file)
-    result = pkg.run("postinst", "configure", "")
-    assert result.returncode != 0  # cpsysd cert refuses the name, so configure fails
-    assert "cpsysd: error:" in result.stderr
-    assert not (tmp_path / "pwned").exists()
-    assert not (pkg.root / "var/lib/cpsysd/hello-tls/key.pem").exists()
+    before = _snapshot(pkg.root)
+    pkg.ok("postinst", "configure", "")
+    installed = _snapshot(pkg.root)
+    created = {p for p in set(installed) - set(before) if p.startswith("/var/lib/cpsysd/")}
+    assert created == {
+        odd,
+        f"{odd}/cert.pem",
+        f"{odd}/key.pem",
+        "/var/lib/cpsysd/hello.toml",
+        "/var/lib/cpsysd/hello.manifest.json",
+        "/var/lib/cpsysd/hello.debian-created",
+    }
+    assert sorted(os.listdir(tmp_path)) == ["debian", "hello.toml", "root"]
+    pkg.ok("prerm", "remove")
+    pkg.ok("postrm", "remove")
+    pkg.ok("postrm", "purge")
+    assert _snapshot(pkg.root) == before
