@@ -1,16 +1,18 @@
 """Build-time check of the built cpsysd (run by pybuild in its build directory, see rules).
 
 The project's real test suite needs root and a booted systemd container; a package build checks
-what packaging can break: the package imports with Debian's python3 modules (Typer 0.7,
-cryptography 38, ...), its unit templates are inside it (not found through a source checkout),
-and it renders an app's units.
+what packaging can break: the package (runtime included) imports with Debian's python3
+modules (Typer 0.7, cryptography 38, cheroot 9, ...), its templates are inside it (not found
+through a source checkout), and it renders an app's units and maintainer scripts.
 """
 
 import sys
 from pathlib import Path
 
 import cpsysd.cli.app
+import cpsysd.debian
 import cpsysd.render
+import cpsysd.runtime.main
 import cpsysd.spec
 
 here = Path(cpsysd.render.__file__).resolve().parent
@@ -23,6 +25,9 @@ spec = cpsysd.spec.parse_spec({"name": "hello", "entry": "hello:Root"}, "/srv/he
 units = cpsysd.render.render_units(spec, cpsysd.render.RenderOptions("/var/lib/cpsysd/hello.toml"))
 if sorted(units) != ["hello.service", "hello.socket"]:
     sys.exit(f"smoke test: rendered {sorted(units)}")
+scripts = cpsysd.debian.render_debian(spec, cpsysd.debian.DebianOptions("hello"))
+if sorted(scripts) != ["hello.postinst", "hello.postrm", "hello.prerm", "hello.triggers"]:
+    sys.exit(f"smoke test: cpsysd debian rendered {sorted(scripts)}")
 if cpsysd.cli.app.run(["--version"]) != 0:
     sys.exit("smoke test: cpsysd --version failed")
 print(f"smoke test: cpsysd {cpsysd.__version__} imports, renders, runs its CLI")
