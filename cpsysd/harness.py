@@ -174,7 +174,13 @@ class Container:
         value: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.teardown()
+        if value is None:
+            self.teardown()
+            return
+        try:
+            self.teardown()
+        except HarnessError as err:  # keep the original failure in front
+            value.add_note(f"and then: {err.one_line()}")
 
     # --- boot ---------------------------------------------------------------------------------
 

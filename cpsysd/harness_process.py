@@ -18,8 +18,18 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 _ARMED: set[int] = set()
 
 
-def _raise_exit(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through Container.__exit__, which tears down
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived while a container was up. It unwinds like Ctrl-C, through
+    ``Container.__exit__`` (which tears down), and every framework treats it as "stop now":
+    pytest ends the session (a SystemExit would only fail the current test), the CLI exits."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
 
 
 def arm_signals() -> None:
@@ -29,7 +39,7 @@ def arm_signals() -> None:
         return
     for signum in HANDLED_SIGNALS:
         if signum not in _ARMED and signal.getsignal(signum) == signal.SIG_DFL:
-            signal.signal(signum, _raise_exit)
+            signal.signal(signum, _raise_terminated)
             _ARMED.add(signum)
 
 
@@ -38,7 +48,7 @@ def disarm_signals() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     for signum in list(_ARMED):
-        if signal.getsignal(signum) is _raise_exit:
+        if signal.getsignal(signum) is _raise_terminated:
             signal.signal(signum, signal.SIG_DFL)
         _ARMED.discard(signum)
 
