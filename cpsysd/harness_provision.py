@@ -187,6 +187,6 @@ def provision(box: Container) -> str:
     # Hardened services cannot write __pycache__ (ProtectSystem=strict): compile now. Some
     # dependencies ship files that do not compile (templates, Python 2 leftovers): only
     # cpsysd itself must.
-    box.run([python, "-m", "compileall", "-q", "-j", "0", site], check=False, timeout=300)
+    box.run([python, "-m", "compileall", "-q", site], check=False, timeout=300)
     box.run([python, "-m", "compileall", "-q", f"{site}/cpsysd"], timeout=120)
     return python
