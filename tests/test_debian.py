@@ -383,3 +383,36 @@ def test_shell_metacharacters_in_paths_stay_data(tmp_path: Path) -> None:
     pkg.ok("postrm", "remove")
     pkg.ok("postrm", "purge")
     assert _snapshot(pkg.root) == before
+
+
+@pytest.mark.parametrize(
+    ("change", "enabled"),
+    [
+        ({"workers = 1": "workers = 2"}, ["multi-user.target.wants/hello.target"]),
+        ({'key = "': 'renew_days = 30\nkey = "'}, ["timers.target.wants/hello-cert-renew.timer"]),
+    ],
+    ids=["workers", "renewal-timer"],
+)
+def test_other_unit_sets_install_and_purge_cleanly(
+    tmp_path: Path, change: dict[str, str], enabled: list[str]
+) -> None:
+    """Worker template units with their target, a certificate renewal timer: whatever units
+    the description makes, they are enabled, and purge takes all of them away again."""
+    text = EXAMPLE_TOML.read_text().replace("watchdog_sec = 30", "watchdog_sec = 30\nworkers = 1")
+    for old, new in change.items():
+        assert old in text
+        text = text.replace(old, new)
+    spec_file = tmp_path / "hello.toml"
+    spec_file.write_text(text)
+    pkg = Package(tmp_path, spec_file)
+    before = _snapshot(pkg.root)
+    pkg.ok("postinst", "configure", "")
+    installed = _snapshot(pkg.root)
+    for link in enabled:
+        assert installed[f"/etc/systemd/system/{link}"][0] == "link"
+    pkg.ok("postinst", "configure", "0.1.0")
+    assert _snapshot(pkg.root) == installed
+    pkg.ok("prerm", "remove")
+    pkg.ok("postrm", "remove")
+    pkg.ok("postrm", "purge")
+    assert _snapshot(pkg.root) == before
