@@ -252,3 +252,14 @@ def test_bad_arguments() -> None:
         Container(network="bridge")
     with pytest.raises(HarnessError, match="not running"):
         Container().run(["true"])
+
+
+def test_host_network_shares_the_hosts_namespace_without_net_admin() -> None:
+    with Container(network="host") as box:
+        assert box.run(["readlink", "/proc/self/ns/net"]).stdout.strip() == os.readlink(
+            "/proc/self/ns/net"
+        )
+        assert _bounding_set(box.read_file("/proc/1/status")) & (1 << 12) == 0  # CAP_NET_ADMIN
+        assert box.run(["readlink", "/proc/self/ns/pid"]).stdout.strip() != os.readlink(
+            "/proc/self/ns/pid"
+        )
