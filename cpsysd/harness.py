@@ -45,6 +45,7 @@ from cpsysd.harness_host import (
     ConsoleRecorder,
     available,
     cgroup2_root,
+    in_container_cgroup,
     leftovers_of,
     mounts_under,
     own_cgroup,
@@ -159,6 +160,7 @@ class Container:
         self._console: ConsoleRecorder | None = None
         self._console_text = ""
         self._state = "new"
+        self._owns_scratch = False  # never remove what another container created
         self._identities: dict[str, tuple[int, int, str]] = {}
 
     def __repr__(self) -> str:
@@ -224,13 +226,15 @@ class Container:
             raise HarnessError(
                 f"{self.scratch} exists", "another container has this name; pick another"
             ) from None
+        self._owns_scratch = True
         me = os.getpid()
         (self.scratch / "owner").write_text(f"{me} {process_start_time(me)}\n")
         (self.scratch / "systemd-args.json").write_text(json.dumps(self.systemd_args))
         for sub in ("root", "layers"):
             (self.scratch / sub).mkdir()
-        self._cgroup = cgroup_root / f"{CGROUP_PREFIX}{self.name}"
-        self._cgroup.mkdir()
+        cgroup = cgroup_root / f"{CGROUP_PREFIX}{self.name}"
+        cgroup.mkdir()
+        self._cgroup = cgroup
         self._console = ConsoleRecorder(self.scratch / "console.log")
         init = Path(harness_init.__file__)
         argv = [
@@ -331,12 +335,13 @@ class Container:
     def _teardown_steps(self) -> list[str]:
         problems: list[str] = []
         launcher = self._launcher
-        if self.pid1 and os.path.exists(f"/proc/{self.pid1}"):
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{self.pid1}/ns/pid") != os.readlink("/proc/self/ns/pid"):
-                    # SIGKILL to a pid namespace's PID 1 kills every process in it
-                    # (pid_namespaces(7)); the kernel reaps them before PID 1's parent sees it.
-                    os.kill(self.pid1, signal.SIGKILL)
+        # Only a process in this container's cgroup is ours: a PID 1 that died long ago may
+        # have had its PID reused by someone else's process.
+        if self.pid1 and in_container_cgroup(self.pid1, self.name):
+            # SIGKILL to a pid namespace's PID 1 kills every process in it (pid_namespaces(7));
+            # the kernel reaps them all before PID 1's parent learns that it died.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid1, signal.SIGKILL)
         if launcher is not None:
             if self.pid1 == 0:
                 launcher.kill()  # unshare --kill-child takes its child along
@@ -352,7 +357,9 @@ class Container:
         if self._cgroup is not None and not remove_cgroup(self._cgroup):
             problems.append(f"cgroup {self._cgroup}")
         mounts = mounts_under(self.scratch)
-        if mounts:
+        if not self._owns_scratch:
+            pass
+        elif mounts:
             problems.append("mounts " + ", ".join(mounts))
         elif self.scratch.exists():
             shutil.rmtree(self.scratch, ignore_errors=True)

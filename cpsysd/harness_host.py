@@ -143,11 +143,18 @@ def _is_launcher(pid: int) -> bool:
     return parent == os.getpid() and (b"harness_init" in cmdline or cmdline.startswith(b"unshare"))
 
 
+def in_container_cgroup(pid: int, name: str) -> bool:
+    """True when process ``pid`` lives in container ``name``'s cgroup (or below it)."""
+    path = (_cgroup_of(pid) or "").lstrip("/")
+    cgroup = f"{CGROUP_PREFIX}{name}"
+    return path == cgroup or path.startswith(cgroup + "/")
+
+
 def leftovers_of(name: str, pid1: int, launcher: int) -> list[str]:
     """What container ``name`` (whose PID 1 and launcher had these host PIDs) left behind."""
     found = []
     cgroup = f"{CGROUP_PREFIX}{name}"
-    if pid1 and (_cgroup_of(pid1) or "").lstrip("/").startswith(cgroup):
+    if pid1 and in_container_cgroup(pid1, name):
         found.append(f"process {pid1} (PID 1 of {name})")
     if launcher and _is_launcher(launcher):
         found.append(f"process {launcher} (launcher of {name})")

@@ -263,3 +263,11 @@ def test_host_network_shares_the_hosts_namespace_without_net_admin() -> None:
         assert box.run(["readlink", "/proc/self/ns/pid"]).stdout.strip() != os.readlink(
             "/proc/self/ns/pid"
         )
+
+
+def test_a_name_in_use_is_refused_and_the_other_container_untouched() -> None:
+    with Container() as first:
+        with pytest.raises(HarnessError, match="exists"):
+            Container(first.name).boot()
+        assert first.run(["systemctl", "is-system-running"]).stdout == "running\n"
+        assert (harness.BASE / first.name / "console.log").exists()
