@@ -83,7 +83,9 @@ class Procs:
                 # autogroup scheduling (sched(7)) a new session is a new CPU-share group,
                 # which would cap a 2-process server at one group's share on a busy machine.
                 process_group=0,
-                cwd=cwd,
+                # Not the checkout: `python -m cpsysd` puts the working directory first on
+                # sys.path, which would shadow PYTHONPATH (see run.py on measuring another tree).
+                cwd=cwd or "/",
             )
         finally:
             if log:

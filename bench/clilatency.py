@@ -39,7 +39,7 @@ def heavy_imports(argv: list[str]) -> dict[str, float]:
     """Cumulative import time (ms) of the heavy top-level packages ``argv`` imports."""
     args = [PYTHON, "-X", "importtime", "-m", "cpsysd", *argv[1:]]
     COMMANDS.add(args)
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd="/")
     found: dict[str, float] = {}
     for line in proc.stderr.splitlines():
         match = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", line)

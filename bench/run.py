@@ -5,6 +5,11 @@ Runs every section (or those named with ``--only``), prints the table as it goes
 commands. Load tests run on loopback with wrk, bounded in time; every process started is ended
 by PID when its section finishes, also on errors. Not part of the test suite: no timing is
 asserted anywhere.
+
+It measures the cpsysd the venv imports (the checkout, installed in editable mode). To measure
+another tree, e.g. the last commit while the checkout has work in progress:
+``git archive HEAD cpsysd | tar -x -C DIR; PYTHONPATH=DIR just bench`` (every server and CLI
+run is started outside the checkout, so PYTHONPATH wins).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from collections.abc import Callable, Sequence
@@ -39,7 +40,8 @@ def activate_argv(
 ) -> list[str]:
     """``systemd-socket-activate`` on 127.0.0.1:PORT, starting ``argv`` on the first connection.
     It passes on only PATH, TERM, USER and HOME of its environment, so ``env`` becomes -E."""
-    setenv = [f"-E{name}={value}" for name, value in (env or {}).items()]
+    passed = {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}
+    setenv = [f"-E{name}={value}" for name, value in {**passed, **(env or {})}.items()]
     return [
         "systemd-socket-activate", "-l", f"127.0.0.1:{port}", f"--fdname={fdname}", *setenv, *argv
     ]  # fmt: skip

@@ -62,7 +62,7 @@ def cli_seconds(runs: int, tmp: Path, key_type: str) -> Samples:
         if i == 0:
             COMMANDS.add(argv)
         start = time.perf_counter()
-        subprocess.run(argv, check=True, capture_output=True, timeout=60)
+        subprocess.run(argv, check=True, capture_output=True, timeout=60, cwd="/")
         samples.add(time.perf_counter() - start)
     return samples
 
@@ -100,7 +100,7 @@ def run(cfg: Config) -> Section:
         subprocess.run(
             [PYTHON, "-m", "cpsysd", "cert", "selfsigned", "localhost", "127.0.0.1",
              "--cert", str(tmp / "srv.pem"), "--key", str(tmp / "srv.key")],
-            check=True, capture_output=True, timeout=60,
+            check=True, capture_output=True, timeout=60, cwd="/",
         )  # fmt: skip
         toml = tls_description(tmp, tmp / "srv.pem", tmp / "srv.key")
         https = activated("HTTPS", [PYTHON, "-m", "cpsysd", "serve", "-c", str(toml)], "https")
