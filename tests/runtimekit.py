@@ -53,6 +53,7 @@ class Root:
 
     @cherrypy.expose
     def slow(self, seconds="1"):
+        open("slow-started", "w").close()  # in the working directory: tests wait for it
         time.sleep(float(seconds))
         return "slept " + seconds + " s\\n" + "x" * 100000 + "\\nend\\n"
 
@@ -213,6 +214,27 @@ def get_when_up(address: str, path: str, timeout: float = 20) -> tuple[int, byte
         try:
             return get(address, path, timeout)
         except (ConnectionRefusedError, FileNotFoundError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def wait_listening(address: str, timeout: float = 20) -> None:
+    """Until ``address`` (PORT, HOST:PORT, [V6]:PORT or a unix path) accepts connections.
+    Under socket activation the first connection starts the service, as any client would."""
+    if address.startswith("/"):
+        wait_for(lambda: os.path.exists(address), timeout, f"{address} to exist")
+    else:
+        connect_when_up(int(address.rsplit(":", 1)[-1]), timeout).close()
+
+
+def connect_when_up(port: int, timeout: float = 20) -> socket.socket:
+    """A TCP connection to 127.0.0.1:port, retried while nothing listens there yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        except ConnectionRefusedError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)

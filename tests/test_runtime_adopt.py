@@ -16,6 +16,7 @@ from runtimekit import (
     CPSYSD,
     NotifyReceiver,
     Proc,
+    connect_when_up,
     free_port,
     get_json,
     launch_with_fds,
@@ -105,9 +106,13 @@ def test_udp_socket_from_systemd_socket_activate(tmp_path: Path, notify: NotifyR
     argv.insert(1, "--datagram")
     proc = Proc(argv, tmp_path / "out.log")
     try:
-        time.sleep(0.3)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
-            client.sendto(b"wake up", ("127.0.0.1", port))  # datagram activation starts it
+            # Datagram activation starts it; repeat until it has run (the first datagrams
+            # may arrive before systemd-socket-activate has bound the port).
+            deadline = time.monotonic() + 20
+            while proc.popen.poll() is None and time.monotonic() < deadline:
+                client.sendto(b"wake up", ("127.0.0.1", port))
+                time.sleep(0.2)
         _fails(proc, notify, "fd 3 is a UDP socket, not a stream socket")
     finally:
         proc.stop()
@@ -125,9 +130,7 @@ def test_connected_socket_from_accept_mode(tmp_path: Path, notify: NotifyReceive
     argv.insert(1, "--accept")
     proc = Proc(argv, tmp_path / "out.log")
     try:
-        time.sleep(0.3)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            client.settimeout(20)
+        with connect_when_up(port) as client:
             assert client.recv(100) == b""  # the instance refuses and closes the connection
         index = notify.wait_for("STATUS")
         assert "fd 3 is a stream socket that is not listening" in notify.messages[index]["STATUS"]
@@ -148,9 +151,7 @@ def test_listener_missing_from_what_systemd_passed(tmp_path: Path, notify: Notif
     )
     proc = Proc(argv, tmp_path / "out.log")
     try:
-        time.sleep(0.3)
-        with socket.create_connection(("127.0.0.1", port), timeout=10):
-            pass
+        connect_when_up(port).close()
         _fails(
             proc,
             notify,

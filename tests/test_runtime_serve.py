@@ -23,6 +23,7 @@ from runtimekit import (
     get_when_up,
     running,
     socket_activate,
+    wait_listening,
     write_app,
 )
 
@@ -45,7 +46,8 @@ def _activated(
     description = write_app(tmp_path / "app", described)
     argv = socket_activate(listen, [*CPSYSD, "serve", "-c", str(description)], fdnames=fdnames)
     proc = Proc(argv, tmp_path / "serve.log")
-    time.sleep(0.2)  # systemd-socket-activate binds, then waits for the first connection
+    for address in listen:
+        wait_listening(address)  # systemd-socket-activate binds, then waits for a connection
     return proc
 
 

@@ -9,7 +9,16 @@ import threading
 import time
 from pathlib import Path
 
-from runtimekit import CPSYSD, NotifyReceiver, Proc, free_port, get_json, socket_activate, write_app
+from runtimekit import (
+    CPSYSD,
+    NotifyReceiver,
+    Proc,
+    free_port,
+    get_json,
+    socket_activate,
+    wait_for,
+    write_app,
+)
 
 
 def _slow_request(port: int, seconds: float, result: dict[str, object]) -> threading.Thread:
@@ -49,7 +58,7 @@ def test_in_flight_request_completes_during_sigterm(tmp_path: Path) -> None:
         idle.getresponse().read()
         result: dict[str, object] = {}
         thread = _slow_request(port, 2, result)
-        time.sleep(0.7)  # the request is being served (it sleeps 2 s in the app)
+        wait_for(lambda: (tmp_path / "app" / "slow-started").exists(), what="the slow request")
         proc.signal(signal.SIGTERM)
         receiver.wait_for("STOPPING", "1")
         assert "status" not in result  # still in flight when the stop began
@@ -79,7 +88,7 @@ def test_stop_is_bounded_by_timeout_stop_sec(tmp_path: Path) -> None:
         get_json(f"127.0.0.1:{port}")
         result: dict[str, object] = {}
         _slow_request(port, 30, result)
-        time.sleep(0.5)
+        wait_for(lambda: (tmp_path / "app" / "slow-started").exists(), what="the slow request")
         proc.signal(signal.SIGTERM)
         assert proc.wait(15) == 0  # far sooner than the 30 s request
     finally:

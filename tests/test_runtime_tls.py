@@ -15,7 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
-from runtimekit import CPSYSD, NotifyReceiver, Proc, free_port, get_json, socket_activate, write_app
+from runtimekit import (
+    CPSYSD,
+    NotifyReceiver,
+    Proc,
+    free_port,
+    get_json,
+    socket_activate,
+    wait_listening,
+    write_app,
+)
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -161,7 +170,7 @@ def _serve_tls(
         [str(port)], [*CPSYSD, "serve", "-c", str(description)], fdnames=["https"], env=extra_env
     )
     proc = Proc(argv, tmp_path / "serve.log")
-    time.sleep(0.2)
+    wait_listening(str(port))
     return proc
 
 

@@ -99,6 +99,19 @@ class _WorkerPool(threadpool.ThreadPool):
         worker.start()
         return worker
 
+    def grow(self, amount: int) -> None:
+        """cheroot's grow(), polling for ready threads every millisecond instead of every
+        100 ms: a socket-activated service answers its first request ~0.1 s sooner."""
+        threads: list[threading.Thread] = self._threads  # type: ignore[attr-defined]
+        budget = self.max - len(threads)  # self.max may be float("inf"): no limit
+        workers = [
+            self._spawn_worker() for _ in range(amount if budget >= amount else max(0, int(budget)))
+        ]
+        for worker in workers:
+            while not worker.ready:
+                time.sleep(0.001)
+        threads.extend(workers)
+
     def try_put(self, item: object) -> bool:
         try:
             self._queue.put_nowait(item)  # type: ignore[attr-defined]
