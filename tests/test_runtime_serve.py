@@ -256,3 +256,17 @@ def test_example_app_socket_activated(tmp_path: Path) -> None:
         assert seen["ip"] == "127.0.0.1"
         assert seen["scheme"] == "http"
         assert get(f"127.0.0.1:{port}", "/health") == (200, b"ok\n")
+
+
+def test_a_named_socket_serves_its_listener_on_another_port(tmp_path: Path) -> None:
+    """Worker instances in `worker_mode = "ports"` listen on port + N - 1 with the same socket
+    name: the name decides which listener (and so TLS or not) a socket serves."""
+    described, actual = free_port(), free_port()
+    proc = _activated(
+        tmp_path, [f"127.0.0.1:{actual}"], [f"127.0.0.1:{described}=http"], fdnames=["http"]
+    )
+    try:
+        assert get_json(f"127.0.0.1:{actual}")["ip"] == "127.0.0.1"
+    finally:
+        assert proc.stop() == 0
+    assert f"Serving on http://127.0.0.1:{actual}" in proc.output()

@@ -135,6 +135,12 @@ def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> in
         served = app_module.load_app(spec, sink, ports)
     journal.configure_logging(sink, served.log_screen)
     engine = cherrypy.engine
+    if any(binding.adopted for binding in bindings):
+        # Autoreload re-executes the process, and the sockets systemd passed are close-on-exec
+        # (sd_listen_fds(3)): they would be gone. `systemctl restart` picks up new code.
+        if cherrypy.config.get("engine.autoreload.on"):
+            cherrypy.log("engine.autoreload.on is ignored under socket activation", "CPSYSD")
+        engine.autoreload.unsubscribe()
     cherrypy.server.unsubscribe()  # it would bind 127.0.0.1:8080 on its own
     for extra in getattr(cherrypy, "servers", {}).values():
         extra.unsubscribe()  # server.NAME.* config: cpsysd serves only the described listeners
