@@ -224,12 +224,13 @@ def wrk(
     headers: Sequence[str] = (),
 ) -> WrkResult:
     """One bounded wrk run (``-d``, plus a hard timeout) against a loopback URL."""
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    seconds = max(1, round(duration))  # wrk takes whole seconds only
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for header in headers:
         argv += ["-H", header]
     argv.append(url)
     COMMANDS.add(argv)
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True)
     return parse_wrk(proc.stdout)
 
 

@@ -30,7 +30,9 @@ def hyperfine(commands: list[list[str]], runs: int) -> list[dict[str, float]]:
         argv = ["hyperfine", "-N", "--warmup", "3", "--runs", str(runs), "--export-json"]
         argv += [out.name, *(shlex.join(c) for c in commands)]
         COMMANDS.add(argv)
-        subprocess.run(argv, check=True, capture_output=True, timeout=600, cwd=ROOT)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=ROOT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"hyperfine failed: {proc.stderr.strip()[-2000:]}")
         data = json.loads(Path(out.name).read_text())
     return list(data["results"])
 

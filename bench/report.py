@@ -10,7 +10,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchlib import COMMANDS, PYTHON, Section
+from benchlib import COMMANDS, PYTHON, ROOT, Section
 from config import Config
 
 
@@ -54,6 +54,20 @@ def machine_lines() -> list[str]:
     ]
 
 
+def measured_tree() -> str:
+    """Which cpsysd was measured: the checkout's commit (and whether cpsysd/ had local changes),
+    or the tree named by PYTHONPATH."""
+    commit = _out(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = _out(["git", "-C", str(ROOT), "status", "--porcelain", "cpsysd"])
+    tree = f"checkout at {commit}" + (" with uncommitted changes in cpsysd/" if dirty else "")
+    if os.environ.get("PYTHONPATH"):
+        tree += f"; cpsysd imported from PYTHONPATH={os.environ['PYTHONPATH']}"
+        rev = Path(os.environ["PYTHONPATH"].split(":")[0]) / "REV"
+        if rev.exists():
+            tree += f" (an export of commit {rev.read_text().strip()})"
+    return tree
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -73,7 +87,8 @@ def write_results(
         f"on {now} in {seconds:.0f} s: {cfg.reps} rounds of {cfg.duration:g} s wrk runs per "
         "load figure, medians over the rounds; ratios are medians of per-round ratios, each "
         "measured back to back with its comparison. Spread: lowest/highest round around the "
-        "median. Regenerate with `just bench` (about 8 minutes; not part of CI).",
+        "median. Regenerate with `just bench` (about 8 minutes; not part of CI). "
+        f"cpsysd measured: {measured_tree()}.",
         "",
         "## Headline",
         "",

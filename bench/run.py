@@ -8,7 +8,7 @@ asserted anywhere.
 
 It measures the cpsysd the venv imports (the checkout, installed in editable mode). To measure
 another tree, e.g. the last commit while the checkout has work in progress:
-``git archive HEAD cpsysd | tar -x -C DIR; PYTHONPATH=DIR just bench`` (every server and CLI
+``git archive HEAD cpsysd units | tar -x -C DIR; PYTHONPATH=DIR just bench`` (every server and CLI
 run is started outside the checkout, so PYTHONPATH wins).
 """
 

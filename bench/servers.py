@@ -201,6 +201,12 @@ PLAIN = Contender(
 )
 
 
+PLAIN_ACTIVATED = Contender(
+    "cherrypy.quickstart, socket-activated",
+    lambda procs, port: _pids([start_activated(procs, port, PLAIN_CHERRYPY)]),
+)
+
+
 def reuseport_contender(
     name: str, argv: Sequence[str], count: int, env: dict[str, str] | None = None
 ) -> Contender:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from benchlib import Section, ratio_samples
 from config import Config
-from servers import PLAIN, compare, cpsysd_activated, cpu, p99, rps
+from servers import PLAIN, PLAIN_ACTIVATED, compare, cpsysd_activated, cpu, p99, rps
 
 CONNECTIONS = (16, 64)
 
@@ -13,7 +13,7 @@ CONNECTIONS = (16, 64)
 def run(cfg: Config) -> Section:
     section = Section("Throughput")
     cpsysd = cpsysd_activated()
-    results = compare([cpsysd, PLAIN], CONNECTIONS, cfg.reps, cfg.duration)
+    results = compare([cpsysd, PLAIN, PLAIN_ACTIVATED], CONNECTIONS, cfg.reps, cfg.duration)
     for conns in CONNECTIONS:
         ours, theirs = results[(cpsysd.name, conns)], results[(PLAIN.name, conns)]
         ratio = ratio_samples(rps(ours), rps(theirs))
@@ -40,6 +40,15 @@ def run(cfg: Config) -> Section:
             cost.spread(),
             "ratio = quickstart CPU / cpsysd CPU (higher is better)",
         )
+        activated = results[(PLAIN_ACTIVATED.name, conns)]
+        vs_activated = ratio_samples(rps(ours), rps(activated))
+        section.row(
+            f"req/s, {conns} conns: cpsysd serve / quickstart under systemd-socket-activate",
+            f"{rps(ours).median:.0f} / {rps(activated).median:.0f}",
+            f"{vs_activated.median:.2f}x",
+            vs_activated.spread(),
+            f"CherryPy's own activation path: no TCP_NODELAY; p99 {p99(activated).median:.0f} ms",
+        )
         if conns == 64:
             section.headline.append(
                 f"`cpsysd serve` (socket-activated) serves the hello app at "
@@ -55,7 +64,10 @@ def run(cfg: Config) -> Section:
         "itself with CherryPy's defaults (access and error log on the screen, here /dev/null). "
         "Each round runs wrk once per server and connection count, back to back, in a rotated "
         "order; the ratio is the median of the per-round ratios, the spread the min/max of "
-        "those ratios around it. CPU per request is the server's user+system time "
+        "those ratios around it. The third server is the same quickstart started by "
+        "systemd-socket-activate, i.e. CherryPy's own socket-activation support (cheroot takes "
+        "fd 3 when LISTEN_PID is set, without TCP_NODELAY, and calls listen(5) on it). "
+        "CPU per request is the server's user+system time "
         "(/proc/PID/stat) during the wrk run divided by the requests wrk completed."
     )
     return section
