@@ -22,6 +22,7 @@ from runtimekit import (
     get,
     get_when_up,
     socket_activate,
+    wait_for,
     write_app,
 )
 
@@ -232,3 +233,45 @@ def test_notify_is_silent_without_notify_socket(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     assert notify_module.ready("x") is False
     assert os.environ.get("NOTIFY_SOCKET") is None
+
+
+SLOW_IMPORT = 'open("importing", "w").close()\nimport time\ntime.sleep(1.5)\n'
+
+
+def test_sighup_during_the_start_is_held_until_ready(
+    tmp_path: Path, receiver: NotifyReceiver
+) -> None:
+    port = free_port()
+    description = write_app(tmp_path / "app", [str(port)], app_source=SLOW_IMPORT + APP_SOURCE)
+    proc = Proc(
+        [*CPSYSD, "serve", "-c", str(description)],
+        tmp_path / "serve.log",
+        env={"NOTIFY_SOCKET": receiver.path},
+    )
+    try:
+        wait_for(lambda: (tmp_path / "app" / "importing").exists(), what="the import")
+        proc.signal(signal.SIGHUP)  # would kill a process without a SIGHUP handler
+        ready = receiver.wait_for("READY", "1")
+        reloading = receiver.wait_for("RELOADING", "1", start=ready + 1)
+        receiver.wait_for("READY", "1", start=reloading + 1)
+        assert get(f"127.0.0.1:{port}", "/") == (200, b"hello\n")
+    finally:
+        assert proc.stop() == 0
+    assert receiver.states() == ["READY", "RELOADING", "READY", "STOPPING"]
+
+
+def test_sigterm_during_the_import_exits_cleanly(tmp_path: Path, receiver: NotifyReceiver) -> None:
+    description = write_app(
+        tmp_path / "app", [str(free_port())], app_source=SLOW_IMPORT + APP_SOURCE
+    )
+    proc = Proc(
+        [*CPSYSD, "serve", "-c", str(description)],
+        tmp_path / "serve.log",
+        env={"NOTIFY_SOCKET": receiver.path},
+    )
+    wait_for(lambda: (tmp_path / "app" / "importing").exists(), what="the import")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    assert "cpsysd: stopped (SIGTERM) before serving" in proc.output()
+    assert "Traceback" not in proc.output()
+    assert "READY" not in receiver.states()

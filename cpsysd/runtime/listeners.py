@@ -20,7 +20,7 @@ import os
 import socket
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cpsysd.errors import ActivationError, CpsysdError
 from cpsysd.runtime.adopt import PassedSocket, format_address
@@ -38,14 +38,15 @@ class Binding:
     sock: socket.socket
     adopted: bool  # True: passed by systemd; False: bound by cpsysd serve itself
     fd_name: str | None = None
+    # Where the socket is bound, ListenStream= notation; kept for messages after it is closed.
+    address: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", format_address(self.sock))
 
     @property
     def tls(self) -> bool:
         return self.listener.tls
-
-    @property
-    def address(self) -> str:
-        return format_address(self.sock)
 
     @property
     def url(self) -> str:

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import traceback
+from typing import Any
 
 from cpsysd.errors import CpsysdError
 from cpsysd.runtime import notify
@@ -107,12 +108,20 @@ class Terminated(BaseException):
     A BaseException, so the app's or the importer's ``except Exception`` does not swallow it."""
 
 
+_EARLY_SIGNALS: set[str] = set()  # signals held before the engine's handlers are installed
+
+
 def _terminate_early(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _reload_later(signum: int, frame: object) -> None:
+    _EARLY_SIGNALS.add("reload")  # the default action would kill the process
+
+
 def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _terminate_early)
+    signal.signal(signal.SIGHUP, _reload_later)
     _check_options(args)
     spec = load_spec(args.config)
     bindings = acquire_listeners(spec)
@@ -125,16 +134,39 @@ def _serve(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> int:
     with notify.StartupExtender(f"Importing {spec.entry}"):
         import cherrypy  # the slow part of the start, with the app import
-        from cherrypy.process.wspbus import states
 
         from cpsysd.runtime import app as app_module
-        from cpsysd.runtime import journal, plugins, server, tls, watchdog
+        from cpsysd.runtime import journal, plugins
 
         sink = journal.AccessSink(spec.name, journal.use_journal())
         ports = [b.sock.getsockname()[1] for b in bindings if b.listener.path is None]
         served = app_module.load_app(spec, sink, ports)
     journal.configure_logging(sink, served.log_screen)
     engine = cherrypy.engine
+    _quiet_cherrypy_defaults(engine, bindings)
+    servers = _make_servers(spec, bindings)
+    host_plugins = _host_plugins(args, engine)
+    status_text = plugins.serving_status(spec.name, servers)
+    for item in servers:
+        item.subscribe()
+    plugins.NotifyPlugin(engine, status_text).subscribe()
+    plugins.GracefulStopPlugin(engine, servers, spec.timeout_stop_sec).subscribe()
+    _subscribe_watchdog(engine, servers, status_text)
+    for plugin in host_plugins:
+        plugin.subscribe()  # type: ignore[attr-defined]
+    reloader = plugins.Reloader(engine, served, sink, servers, status_text, cherrypy.log)
+    signals = plugins.Signals(engine, reloader, _EARLY_SIGNALS)
+    signals.install()
+    engine.start()
+    signals.started()
+    engine.block()
+    return 0
+
+
+def _quiet_cherrypy_defaults(engine: Any, bindings: list[Binding]) -> None:
+    """Unsubscribe what CherryPy starts by default and cpsysd replaces."""
+    import cherrypy
+
     if any(binding.adopted for binding in bindings):
         # Autoreload re-executes the process, and the sockets systemd passed are close-on-exec
         # (sd_listen_fds(3)): they would be gone. `systemctl restart` picks up new code.
@@ -144,44 +176,29 @@ def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> in
     cherrypy.server.unsubscribe()  # it would bind 127.0.0.1:8080 on its own
     for extra in getattr(cherrypy, "servers", {}).values():
         extra.unsubscribe()  # server.NAME.* config: cpsysd serves only the described listeners
-    servers = []
-    for binding in bindings:
-        adapter = tls.make_adapter(spec.tls) if binding.tls else None
-        servers.append(server.ListenerServer(binding, adapter))
-    host_plugins = _host_plugins(args, engine)
-    status_text = plugins.serving_status(spec.name, servers)
-    for item in servers:
-        item.subscribe()
-    plugins.NotifyPlugin(engine, status_text).subscribe()
-    plugins.GracefulStopPlugin(engine, servers, spec.timeout_stop_sec).subscribe()
+
+
+def _make_servers(spec: AppSpec, bindings: list[Binding]) -> list[Any]:
+    from cpsysd.runtime import server, tls
+
+    return [
+        server.ListenerServer(binding, tls.make_adapter(spec.tls) if binding.tls else None)
+        for binding in bindings
+    ]
+
+
+def _subscribe_watchdog(engine: Any, servers: list[Any], status_text: str) -> None:
+    import cherrypy
+
+    from cpsysd.runtime import plugins, watchdog
+
     period = watchdog.watchdog_period()
-    if period is not None:
-        dog = watchdog.Watchdog(
-            period, [s.httpserver.probe for s in servers], lambda m: cherrypy.log(m, "WATCHDOG")
-        )
-        dog.status_when_healthy = status_text
-        plugins.WatchdogPlugin(engine, dog).subscribe()
-    reloader = plugins.Reloader(engine, served, sink, servers, status_text, cherrypy.log)
-    for plugin in host_plugins:
-        plugin.subscribe()  # type: ignore[attr-defined]
-    stop_requested = []
-
-    def on_sigterm() -> None:
-        # A SIGTERM while the engine is still starting would make CherryPy's bus.exit() end
-        # the process with os._exit(70); finish starting first, then stop gracefully.
-        if engine.state == states.STARTING:
-            stop_requested.append(True)
-        else:
-            engine.exit()
-
-    engine.signal_handler.handlers["SIGTERM"] = on_sigterm
-    engine.signal_handler.handlers["SIGHUP"] = reloader.reload
-    engine.signal_handler.subscribe()
-    engine.start()
-    if stop_requested:
-        engine.exit()
-    engine.block()
-    return 0
+    if period is None:
+        return
+    probes = [item.httpserver.probe for item in servers]
+    dog = watchdog.Watchdog(period, probes, lambda message: cherrypy.log(message, "WATCHDOG"))
+    dog.status_when_healthy = status_text
+    plugins.WatchdogPlugin(engine, dog).subscribe()
 
 
 def serve_main(argv: list[str], debug: bool = False) -> int:

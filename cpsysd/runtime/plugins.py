@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from cherrypy.process.plugins import SimplePlugin
+from cherrypy.process.wspbus import states
 
 from cpsysd.errors import CpsysdError
 from cpsysd.runtime import notify
@@ -151,3 +152,41 @@ class Reloader:
         if not problems:
             self.log("configuration and TLS files reloaded", "CPSYSD")
         notify.ready(status)
+
+
+class Signals:
+    """SIGTERM and SIGINT stop gracefully, SIGHUP reloads. A signal that arrives while the
+    engine is still starting is held until it has started: CherryPy's bus.exit() during the
+    start ends the process with os._exit(70), and a reload then would send READY=1 before
+    every server listens."""
+
+    def __init__(self, bus: Any, reloader: Reloader, pending: set[str] | None = None) -> None:
+        self.bus = bus
+        self.reloader = reloader
+        self.pending: set[str] = set(pending or ())
+
+    def stop(self) -> None:
+        if self.bus.state == states.STARTING:
+            self.pending.add("stop")
+        else:
+            self.bus.exit()
+
+    def reload(self) -> None:
+        if self.bus.state != states.STARTED:
+            self.pending.add("reload")
+        else:
+            self.reloader.reload()
+
+    def install(self) -> None:
+        """Through CherryPy's SignalHandler (it publishes each signal on a bus channel)."""
+        handler = self.bus.signal_handler
+        handler.handlers.update({"SIGTERM": self.stop, "SIGINT": self.stop, "SIGHUP": self.reload})
+        handler.subscribe()
+
+    def started(self) -> None:
+        """Call after bus.start(): act on the signals that were held."""
+        if "stop" in self.pending:
+            self.bus.exit()
+        elif "reload" in self.pending:
+            self.reloader.reload()
+        self.pending.clear()

@@ -190,6 +190,8 @@ class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
         self._connections.stop()  # ends the selector loop (<= expiration_interval)
         self.socket = None  # type: ignore[assignment]
         self._connections.close()
+        if not self.binding.adopted:
+            self.binding.sock.close()  # ours alone: new clients are refused, not left waiting
 
     def stop(self) -> None:
         """Phase 2 (after :meth:`begin_stop`, or both phases bounded by ``shutdown_timeout``):
