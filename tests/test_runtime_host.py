@@ -27,8 +27,9 @@ def test_daemon_with_pidfile(tmp_path: Path) -> None:
     description = write_app(tmp_path / "app", [str(port)])
     pidfile = tmp_path / "app.pid"
     env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "NOTIFY_SOCKET")}
-    started = subprocess.run(
-        [*CPSYSD, "serve", "-c", str(description), "--daemon", "--pidfile", str(pidfile)],
+    started = subprocess.run(  # a relative --pidfile: relative to where cpsysd was started
+        [*CPSYSD, "serve", "-c", str(description), "--daemon", "--pidfile", pidfile.name],
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         timeout=60,

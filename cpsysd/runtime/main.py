@@ -56,6 +56,8 @@ def _supervised_by_systemd() -> str | None:
 
 
 def _check_options(args: argparse.Namespace) -> None:
+    if args.pidfile:
+        args.pidfile = os.path.abspath(args.pidfile)  # before the chdir to working_directory
     if args.daemon:
         var = _supervised_by_systemd()
         if var is not None:
@@ -99,7 +101,7 @@ def _host_plugins(args: argparse.Namespace, engine: object) -> list[object]:
     if args.daemon:
         found.append(plugins.Daemonizer(engine))
     if args.pidfile:
-        found.append(plugins.PIDFile(engine, os.path.abspath(args.pidfile)))
+        found.append(plugins.PIDFile(engine, args.pidfile))
     return found
 
 
