@@ -9,6 +9,7 @@ into a :class:`~cpsysd.errors.SpecError` naming the field.
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 # Characters that need no quoting in a command-line word (systemd.service(5)).
 _SAFE_WORD = re.compile(r"[A-Za-z0-9/_.:=+@,-]+")
@@ -24,6 +25,8 @@ def check_text(value: str) -> str:
     for ch in value:
         if ord(ch) < 0x20 or ord(ch) == 0x7F or ch in "\u2028\u2029\x85":
             raise ValueError(f"contains the control character {ch!r}")
+        if 0xD800 <= ord(ch) <= 0xDFFF:  # a lone surrogate: undecodable bytes, no UTF-8 form
+            raise ValueError(f"contains {ch!r}, which is not valid UTF-8 text")
     if value.endswith("\\"):
         raise ValueError("ends with a backslash (systemd would join it with the next line)")
     return value
@@ -32,6 +35,13 @@ def check_text(value: str) -> str:
 def escape_specifiers(value: str) -> str:
     """Double every ``%`` so systemd does not expand it as a specifier (systemd.unit(5))."""
     return value.replace("%", "%%")
+
+
+def file_url_path(path: str) -> str:
+    """``path`` for a ``Documentation=file:PATH`` URL: systemd accepts only ASCII without
+    whitespace there (documentation_url_is_valid()), so every other byte is percent-encoded
+    (RFC 8089), and the encoding's ``%`` doubled so systemd does not read it as a specifier."""
+    return escape_specifiers(quote(path, safe="/", errors="surrogateescape"))
 
 
 def unit_value(value: str) -> str:

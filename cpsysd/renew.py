@@ -69,7 +69,7 @@ def render_renew_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:
         "marker": MARKER,
         "source": comment_text(spec.source or options.description_path),
         "description": escape.escape_specifiers(spec.description),
-        "description_path": escape.escape_specifiers(options.description_path),
+        "description_path": escape.file_url_path(options.description_path),
         "renew_days": tls.renew_days,
     }
     return {

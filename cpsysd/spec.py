@@ -23,6 +23,8 @@ from cpsysd.tlsnames import parse_host  # pure: no cryptography
 
 _E = TypeVar("_E", bound=StrEnum)
 SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux, unix(7)
+PATH_MAX, NAME_MAX = 4096, 255  # limits.h; systemd's path_is_valid() enforces both
+UNIT_NAME_MAX = 255  # systemd's UNIT_NAME_MAX (256) counts the NUL
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _ENTRY = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*")
 _FDNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -216,22 +218,12 @@ def _choice(fieldname: str, value: object, enum: type[_E]) -> _E:
 def check_path(fieldname: str, value: object, base: str | None = None) -> str:
     """An absolute, normalised path without characters that would need quoting in a unit.
 
-    With ``base``, a relative path is taken relative to it; without, it is an error.
+    With ``base``, a relative path is taken relative to it; without, it is an error. The checks
+    apply to the joined path: ``base`` (a project directory) is as untrusted as the value.
     """
     text = _typed(fieldname, value, str, "a path")
     if not text:
         raise SpecError(fieldname, "is empty", "give an absolute path")
-    try:
-        escape.check_text(text)
-    except ValueError as err:
-        raise SpecError(fieldname, f"{text!r} {err}") from None
-    bad = sorted(set(text) & _PATH_FORBIDDEN)
-    if bad:
-        raise SpecError(
-            fieldname,
-            f"{text!r} contains {''.join(bad)!r}",
-            "use a path without spaces, quotes, backslashes, ';', '{}', '$' or '`'",
-        )
     path = PurePosixPath(text)
     if not path.is_absolute():
         if base is None:
@@ -239,13 +231,41 @@ def check_path(fieldname: str, value: object, base: str | None = None) -> str:
                 fieldname, f"{text!r} is a relative path", "give an absolute path, starting with /"
             )
         path = PurePosixPath(base) / path
+    shown = repr(text) if str(path) == text else f"{text!r} (in {base!r})"
+    try:
+        escape.check_text(str(path))
+    except ValueError as err:
+        raise SpecError(fieldname, f"{shown} {err}") from None
+    bad = sorted(set(str(path)) & _PATH_FORBIDDEN)
+    if bad:
+        raise SpecError(
+            fieldname,
+            f"{shown} contains {''.join(bad)!r}",
+            "use a path without spaces, quotes, backslashes, ';', '{}', '$' or '`'",
+        )
     parts: list[str] = []
     for part in path.parts[1:]:
         if part == "..":
-            raise SpecError(fieldname, f"{text!r} contains '..'", "give the path without '..'")
+            raise SpecError(fieldname, f"{shown} contains '..'", "give the path without '..'")
         if part != ".":
             parts.append(part)
-    return "/" + "/".join(parts)
+    normal = "/" + "/".join(parts)
+    # systemd refuses longer paths (path_is_valid(): NAME_MAX per component, below PATH_MAX).
+    if len(normal.encode()) >= PATH_MAX or any(len(p.encode()) > NAME_MAX for p in parts):
+        raise SpecError(
+            fieldname,
+            f"{shown} is too long for systemd",
+            f"use at most {NAME_MAX} bytes per path component, {PATH_MAX - 1} in all",
+        )
+    return normal
+
+
+def check_file_path(fieldname: str, value: object, base: str | None = None) -> str:
+    """:func:`check_path` for a file (an interpreter, a key, a socket): not ``/``."""
+    path = check_path(fieldname, value, base)
+    if path == "/":
+        raise SpecError(fieldname, "'/' is a directory, not a file", "name the file")
+    return path
 
 
 def parse_listener(fieldname: str, value: object) -> Listener:
@@ -282,7 +302,7 @@ def parse_listener(fieldname: str, value: object) -> Listener:
     if name is None:
         name = "https" if tls else "http"
     if address.startswith("/"):
-        path = check_path(fieldname, address)
+        path = check_file_path(fieldname, address)
         if len(path.encode()) > SUN_PATH_MAX:
             raise SpecError(
                 fieldname,
@@ -440,9 +460,11 @@ def _tls(fieldname: str, value: object, base: str) -> TLSConfig:
             )
     hosts = _typed(f"{fieldname}.hosts", table.get("hosts", []), list, "a list of host names")
     return TLSConfig(
-        cert=check_path(f"{fieldname}.cert", table["cert"], base),
-        key=check_path(f"{fieldname}.key", table["key"], base),
-        chain=check_path(f"{fieldname}.chain", table["chain"], base) if "chain" in table else None,
+        cert=check_file_path(f"{fieldname}.cert", table["cert"], base),
+        key=check_file_path(f"{fieldname}.key", table["key"], base),
+        chain=check_file_path(f"{fieldname}.chain", table["chain"], base)
+        if "chain" in table
+        else None,
         renew_days=_int(f"{fieldname}.renew_days", table.get("renew_days", 0), 0, 365),
         ca_dir=check_path(f"{fieldname}.ca_dir", table["ca_dir"], base)
         if "ca_dir" in table
@@ -582,6 +604,15 @@ def parse_spec(table: Mapping[str, Any], base_dir: str, source: str | None = Non
     user, group = _user("user", get("user", ""))
     tls = _tls("tls", table["tls"], workdir) if "tls" in table else None
     listeners = _listeners("listen", get("listen", ["8080"]))
+    for i, listener in enumerate(listeners):
+        # The longest unit named after a socket: a worker instance's NAME-FDNAME@PORT.socket.
+        unit = f"{name}-{listener.name}@65535.socket"
+        if listener.name != listeners[0].name and len(unit) > UNIT_NAME_MAX:
+            raise SpecError(
+                f"listen[{i}]",
+                f"socket name {listener.name!r} makes unit names longer than {UNIT_NAME_MAX}",
+                "use a shorter socket name or app name",
+            )
     if any(listener.tls for listener in listeners) and tls is None:
         raise SpecError(
             "tls",
@@ -599,18 +630,26 @@ def parse_spec(table: Mapping[str, Any], base_dir: str, source: str | None = Non
                     f"'ports' needs TCP listeners with {workers} ports from {listener.address}",
                 )
     network = _bool("network", get("network", True))
+    python = check_file_path("python", get("python", sys.executable))  # ExecStart=/ is refused
+    state_directory = _bool("state_directory", get("state_directory", False))
+    if state_directory and ":" in name:
+        raise SpecError(
+            "state_directory",
+            f"needs a name without ':' (StateDirectory={name} would mean SOURCE:SYMLINK)",
+            "rename the app, or set state_directory = false",
+        )
     return AppSpec(
         name=name,
         entry=entry,
         kind=_choice("kind", get("kind", "auto"), Kind),
-        config=check_path("config", table["config"], workdir) if "config" in table else None,
-        python=check_path("python", get("python", sys.executable)),
+        config=check_file_path("config", table["config"], workdir) if "config" in table else None,
+        python=python,
         working_directory=workdir,
         description=_text("description", get("description", f"{name} (served by cpsysd)")),
         user=user,
         group=group,
         environment=_environment("environment", get("environment", {})),
-        environment_file=check_path("environment_file", table["environment_file"])
+        environment_file=check_file_path("environment_file", table["environment_file"])
         if "environment_file" in table
         else None,
         listeners=listeners,
@@ -620,7 +659,7 @@ def parse_spec(table: Mapping[str, Any], base_dir: str, source: str | None = Non
         timeout_stop_sec=_int("timeout_stop_sec", get("timeout_stop_sec", 30), 1, 3600),
         restart=_choice("restart", get("restart", "on-failure"), Restart),
         hardening=_choice("hardening", get("hardening", "strict"), Hardening),
-        state_directory=_bool("state_directory", get("state_directory", False)),
+        state_directory=state_directory,
         workers=workers,
         worker_mode=worker_mode,
         tls=tls,

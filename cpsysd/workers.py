@@ -120,7 +120,7 @@ def _common_context(spec: AppSpec, options: RenderOptions) -> dict[str, object]:
     return {
         "marker": MARKER,
         "source": comment_text(spec.source or options.description_path),
-        "description_path": escape.escape_specifiers(options.description_path),
+        "description_path": escape.file_url_path(options.description_path),
         "target": target_name(spec),
         "instance_note": _NOTE[spec.worker_mode].format(first=names[0], last=names[-1]),
     }
