@@ -141,7 +141,12 @@ def test_other_values() -> None:
     assert not up.unit_name_is_valid("a" * 248 + ".service")
     assert not up.unit_name_is_valid("a b.service")
     assert up.split_load_credential("tls-key:/etc/a:b") == ("tls-key", "/etc/a:b")
-    assert up.split_exec_directory("app app2:link") == [("app", None), ("app2", "link")]
+    assert up.split_exec_directory(r"app app2:link a\:b zz0:") == [
+        ("app", None),
+        ("app2", "link"),
+        ("a:b", None),  # seen in systemd-analyze's dump of such a unit
+        ("zz0", None),
+    ]
 
 
 # --- differential: unitparse against systemd-analyze's unit dump ---------------------------------

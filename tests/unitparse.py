@@ -238,6 +238,7 @@ class Extract(Flag):
     UNQUOTE = auto()
     DONT_COALESCE_SEPARATORS = auto()
     RETAIN_ESCAPE = auto()
+    UNESCAPE_SEPARATORS = auto()
 
 
 _SIMPLE_ESCAPES = {
@@ -312,13 +313,18 @@ def extract_first_word(
                 if Extract.RELAX in flags:
                     return bytes(out), None
                 raise WordError("trailing backslash")
-            if Extract.CUNESCAPE in flags:
+            if Extract.CUNESCAPE in flags or Extract.UNESCAPE_SEPARATORS in flags:
                 try:
+                    if Extract.CUNESCAPE not in flags:
+                        raise WordError("no C escapes")
                     chunk, length = cunescape_one(text, pos)
                 except WordError:
-                    if Extract.UNESCAPE_RELAX not in flags:
+                    if Extract.UNESCAPE_SEPARATORS in flags and text[pos] in separators + b"\\":
+                        chunk, length = text[pos : pos + 1], 1  # an escaped separator
+                    elif Extract.UNESCAPE_RELAX in flags:
+                        chunk, length = b"\\" + text[pos : pos + 1], 1
+                    else:
                         raise
-                    chunk, length = b"\\" + text[pos : pos + 1], 1
                 out += chunk
                 pos += length
             else:
@@ -653,11 +659,11 @@ def split_load_credential(value: str) -> tuple[str, str]:
 def split_exec_directory(value: str) -> list[tuple[str, str | None]]:
     """``StateDirectory=`` (systemd >= 250): words, each ``SOURCE[:SYMLINK]``."""
     result: list[tuple[str, str | None]] = []
-    flags = Extract.UNQUOTE | Extract.RETAIN_ESCAPE
-    for word in split_words(value, flags):
+    inner = Extract.CUNESCAPE | Extract.UNESCAPE_SEPARATORS
+    for word in split_words(value, Extract.UNQUOTE | Extract.RETAIN_ESCAPE):
         data = word.encode("utf-8", "surrogateescape")
-        src, pos = extract_first_word(data, 0, Extract.CUNESCAPE, separators=b":")
-        dest, _ = extract_first_word(data, pos, Extract.CUNESCAPE, separators=b":")
+        src, pos = extract_first_word(data, 0, inner, separators=b":")
+        dest, _ = extract_first_word(data, pos, inner, separators=b":")
         result.append(
             (
                 resolve_specifiers((src or b"").decode("utf-8", "surrogateescape")),
