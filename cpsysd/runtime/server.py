@@ -24,6 +24,7 @@ from typing import Any
 
 import cherrypy
 from cheroot import connections
+from cheroot.makefile import MakeFile
 from cheroot.server import _STOPPING_FOR_INTERRUPT, HTTPConnection  # type: ignore[attr-defined]
 from cheroot.workers import threadpool
 from cherrypy._cpserver import Server
@@ -53,11 +54,20 @@ _V4_MAPPED = "::ffff:"
 
 
 class _Connection(HTTPConnection):
-    """A connection whose ``remote_addr`` shows a v4-mapped IPv6 address (``::ffff:127.0.0.1``,
-    what accept() returns for IPv4 clients of a dual-stack socket, ipv6(7)) as the IPv4 address,
-    exactly what an AF_INET socket would report. Runs once per connection, not per request."""
+    """A connection with TCP_NODELAY, whose ``remote_addr`` shows a v4-mapped IPv6 address
+    (``::ffff:127.0.0.1``, what accept() returns for IPv4 clients of a dual-stack socket,
+    ipv6(7)) as the IPv4 address, exactly what an AF_INET socket would report. Both run once
+    per connection, not per request."""
 
     _remote_addr: str | None = None
+
+    def __init__(self, server: Any, sock: socket.socket, makefile: Any = MakeFile) -> None:
+        super().__init__(server, sock, makefile)
+        if sock.family != socket.AF_UNIX:
+            # The listener's TCP_NODELAY reaches only connections established after it was
+            # set: the very connection that made systemd start us (queued while we started)
+            # would otherwise wait ~40 ms on every keep-alive response (Nagle, tcp(7)).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     @property
     def remote_addr(self) -> str | None:
