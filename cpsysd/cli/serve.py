@@ -15,7 +15,6 @@ def register(app: typer.Typer) -> None:
     def serve(ctx: typer.Context) -> None:
         """Serve the app on the sockets systemd passes (or binds them itself); the units' ExecStart.
         Run `cpsysd serve --help` for its options."""
-        from cpsysd.runtime.main import serve_main  # noqa: PLC0415
+        from cpsysd.runtime.main import serve_main
 
         raise typer.Exit(serve_main(list(ctx.args), debug=False))
-
