@@ -41,7 +41,7 @@ class CommandLog:
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted((env or {}).items()))
         text = (prefix + " " if prefix else "") + shlex.join(argv)
         text = text.replace(str(ROOT) + "/", "")
-        text = re.sub(r"(?<=[:=/ ])\d{4,5}(?=\b)", "$PORT", text)
+        text = re.sub(r"(?<=[:= ])[1-6]\d{4}\b", "$PORT", text)  # ephemeral ports only
         text = re.sub(r"/tmp/[\w.-]+", "$TMP", text)
         if text not in self.lines:
             self.lines.append(text)

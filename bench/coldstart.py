@@ -99,7 +99,7 @@ def run(cfg: Config) -> Section:
         ratio = ratio_samples(variants[num], variants[den])
         section.row(f"{num} / {den}", "", f"{ratio.median:.2f}x", ratio.spread(), goal)
     shim = ratio_samples(variants["cpsysd serve"], variants["cherrypy.quickstart"]).median
-    nocache = ratio_samples(
+    uncached = ratio_samples(
         variants["cpsysd serve, no bytecode caches"], variants["cpsysd serve"]
     ).median
     section.headline.append(
@@ -107,7 +107,7 @@ def run(cfg: Config) -> Section:
         f"`cpsysd serve` {variants['cpsysd serve'].median * 1000:.0f} ms vs plain CherryPy "
         f"{variants['cherrypy.quickstart'].median * 1000:.0f} ms (**{(shim - 1) * 100:+.0f}%**); "
         f"without bytecode caches (ProtectSystem=strict, nothing precompiled) "
-        f"**{nocache:.1f}x** slower."
+        f"**{uncached:.1f}x** slower."
     )
     section.details.append(_breakdown_table(breakdown))
     section.details.append(
@@ -135,6 +135,6 @@ def _breakdown_table(breakdown: dict[str, dict[str, int]]) -> str:
     for package, _ in packages.most_common(14):
         cells = [f"{breakdown[n].get(package, 0) / 1000:.1f}" for n in names]
         lines.append(f"| {package} | " + " | ".join(cells) + " |")
-    totals = [f"**{sum(breakdown[n].values()) / 1000:.1f}**" for n in names]
-    lines.append("| **all imports** | " + " | ".join(totals) + " |")
+    sums = [f"**{sum(breakdown[n].values()) / 1000:.1f}**" for n in names]
+    lines.append("| **all imports** | " + " | ".join(sums) + " |")
     return "\n".join(lines)

@@ -25,7 +25,11 @@ def _out(argv: Sequence[str]) -> str:
 def machine_lines() -> list[str]:
     lscpu = _out(["lscpu"])
     wanted = ("Architecture", "Model name", "CPU(s)", "Thread(s) per core", "Hypervisor vendor")
-    cpu = [line.strip() for line in lscpu.splitlines() if line.split(":")[0].strip() in wanted]
+    cpu = [
+        " ".join(line.split())
+        for line in lscpu.splitlines()
+        if line.split(":")[0].strip() in wanted
+    ]
     versions = _out(
         [
             PYTHON,

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from functools import partial
 
-from benchlib import Section, ratio_samples
+from benchlib import Load, Section, ratio_samples
 from config import Config
 from servers import (
     CPSYSD_SERVE,
     PLAIN_CHERRYPY,
-    Load,
     compare,
     cpu,
     gunicorn_argv,
