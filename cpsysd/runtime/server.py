@@ -193,7 +193,11 @@ class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
         if not self.ready:
             return
         self.ready = False
-        self._unservicable_conns.put(_STOPPING_FOR_INTERRUPT)
+        # cheroot >= 10 has a thread for connections over the pool's capacity, woken here;
+        # Debian bookworm's cheroot 9.0 has no such queue.
+        unservicable = getattr(self, "_unservicable_conns", None)
+        if unservicable is not None:
+            unservicable.put(_STOPPING_FOR_INTERRUPT)
         if self._start_time is not None:
             self._run_time += time.time() - self._start_time
             self._start_time = None  # type: ignore[assignment]
