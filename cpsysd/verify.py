@@ -58,6 +58,22 @@ def write_for_analysis(units: dict[str, str], directory: Path) -> list[Path]:
     return paths
 
 
+def verify_args(paths: list[Path]) -> list[str]:
+    """Arguments for ``systemd-analyze verify``. It reads ``FILE:ALIAS`` (systemd >= 250), so a
+    unit whose name holds ``:`` ("Couldn't process aliases") is passed as a ``:``-free copy with
+    its name as the alias."""
+    args = []
+    for i, path in enumerate(paths):
+        if ":" in path.name:
+            copy = path.parent / "alias" / f"{i}{path.suffix}"
+            copy.parent.mkdir(exist_ok=True)
+            copy.write_bytes(path.read_bytes())
+            args.append(f"{copy}:{path.name}")
+        else:
+            args.append(str(path))
+    return args
+
+
 def verify_units(
     spec: AppSpec, threshold: float | None = None, description_path: str | None = None
 ) -> VerifyReport:
@@ -69,7 +85,7 @@ def verify_units(
     )
     with tempfile.TemporaryDirectory(prefix="cpsysd-verify-") as tmp:
         paths = write_for_analysis(units, Path(tmp))
-        result = run_command(["systemd-analyze", "verify", *map(str, paths)], check=False)
+        result = run_command(["systemd-analyze", "verify", *verify_args(paths)], check=False)
         problems = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
         if result.returncode != 0 or problems:
             first = problems[0] if problems else f"exit status {result.returncode}"
