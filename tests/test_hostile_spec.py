@@ -112,7 +112,7 @@ nginx_table = st.fixed_dictionaries(
 # Values a user may mean (still full of odd characters where the field allows them) ...
 VALID: dict[str, st.SearchStrategy[Any]] = {
     "name": st.one_of(
-        word(LETTERS, LETTERS + "_.:-", 20), st.integers(195, 205).map(lambda n: "n" * n)
+        *[word(LETTERS, LETTERS + "_.:-", 20)] * 4, st.integers(195, 205).map(lambda n: "n" * n)
     ),
     "entry": st.builds("{}.{}:{}".format, ident, ident, ident) | st.just("app:Root"),
     "kind": st.sampled_from(["auto", "cherrypy", "wsgi"]),
@@ -154,11 +154,11 @@ assert set(VALID) == KNOWN_KEYS, "a new field needs a strategy here"
 
 
 @st.composite
-def tables(draw: st.DrawFn) -> dict[str, Any]:
-    """A description table: some fields valid, a few hostile, sometimes a key missing or
-    unknown."""
+def tables(draw: st.DrawFn, most_bad: int = 2) -> dict[str, Any]:
+    """A description table: some fields valid, up to ``most_bad`` hostile, sometimes a key
+    missing or unknown."""
     present = draw(st.sets(st.sampled_from(sorted(KNOWN_KEYS - {"name", "entry"}))))
-    bad = draw(st.sets(st.sampled_from(sorted(KNOWN_KEYS)), max_size=2))
+    bad = draw(st.sets(st.sampled_from(sorted(KNOWN_KEYS)), max_size=most_bad))
     table: dict[str, Any] = {}
     for key in ["name", "entry", *sorted(present)]:
         table[key] = draw((HOSTILE if key in bad else VALID)[key])

@@ -699,6 +699,28 @@ class UnitDump:
 _DUMP_ESCAPES = {ord(k): ord(v) for k, v in zip("ntrvabf", "\n\t\r\v\a\b\f", strict=True)}
 
 
+def dump_unescape(text: str) -> str:
+    """Undo the C escaping (``cescape()``) some dump values get, e.g. a unix socket path."""
+    raw = text.encode("utf-8", "surrogateescape")
+    out, pos = bytearray(), 0
+    while pos < len(raw):
+        if raw[pos] == 0x5C and pos + 1 < len(raw):
+            nxt = raw[pos + 1]
+            if nxt in _DUMP_ESCAPES:
+                out.append(_DUMP_ESCAPES[nxt])
+                pos += 2
+            elif 0x30 <= nxt <= 0x37:
+                out.append(int(raw[pos + 1 : pos + 4], 8))
+                pos += 4
+            else:
+                out.append(nxt)
+                pos += 2
+        else:
+            out.append(raw[pos])
+            pos += 1
+    return out.decode("utf-8", "surrogateescape")
+
+
 def _dump_words(data: bytes, pos: int) -> tuple[list[str], int]:
     """Words of ``quote_command_line(argv, SHELL_ESCAPE_EMPTY)`` up to the unquoted newline:
     bare words, or ``"..."`` with C escapes (``\\n``, ``\\t``..., octal ``\\NNN`` for other
