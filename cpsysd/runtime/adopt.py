@@ -76,6 +76,15 @@ def activation_requested() -> bool:
     return any(var in os.environ for var in ACTIVATION_VARIABLES)
 
 
+def _is_number(text: str) -> bool:
+    # At most 19 digits, like libsystemd's 64-bit parsers (and far below int()'s 4300-digit cap).
+    return text.isascii() and text.isdigit() and len(text) <= 19
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
 def _parse_environment() -> tuple[int, list[str] | None]:
     """Validate LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES; return (count, names or None)."""
     pid_text = os.environ.get("LISTEN_PID")
@@ -87,16 +96,16 @@ def _parse_environment() -> tuple[int, list[str] | None]:
             f"incomplete socket activation environment: only {present} is set",
             "systemd sets LISTEN_PID and LISTEN_FDS together; unset the stray variable",
         )
-    if not (pid_text.isascii() and pid_text.isdigit()):
-        raise ActivationError(f"LISTEN_PID={pid_text!r} is not a process id")
+    if not _is_number(pid_text):
+        raise ActivationError(f"LISTEN_PID={_shown(pid_text)} is not a process id")
     if int(pid_text) != os.getpid():
         raise ActivationError(
             f"LISTEN_PID={pid_text} is not this process (pid {os.getpid()}): "
             "the sockets were passed to another process",
             "run cpsysd serve directly from ExecStart= (a wrapper that forks changes the pid)",
         )
-    if not (fds_text.isascii() and fds_text.isdigit()):
-        raise ActivationError(f"LISTEN_FDS={fds_text!r} is not a number", _UNIT_HINT)
+    if not _is_number(fds_text):
+        raise ActivationError(f"LISTEN_FDS={_shown(fds_text)} is not a number", _UNIT_HINT)
     count = int(fds_text)
     if count == 0:
         raise ActivationError("LISTEN_FDS=0: systemd passed no sockets", _UNIT_HINT)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from cpsysd.runtime import notify
 
+MAX_PERIOD = 3600.0  # ping at least hourly: a huge WATCHDOG_USEC would overflow Event.wait()
 Probe = Callable[[], "bool | None"]  # True: answered; False: not answering; None: just queued
 
 
@@ -31,9 +32,12 @@ def watchdog_period() -> float | None:
     pid_text = os.environ.get("WATCHDOG_PID")
     if pid_text is not None and pid_text != str(os.getpid()):
         return None
-    if not (usec_text.isascii() and usec_text.isdigit()) or int(usec_text) == 0:
+    # sd_watchdog_enabled(3) parses a 64-bit number; more digits are as invalid as letters.
+    if not (usec_text.isascii() and usec_text.isdigit() and len(usec_text) <= 20):
         return None
-    return int(usec_text) / 2 / 1_000_000
+    if int(usec_text) == 0:
+        return None
+    return min(int(usec_text) / 2 / 1_000_000, MAX_PERIOD)
 
 
 class Watchdog:
