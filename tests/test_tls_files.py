@@ -254,7 +254,9 @@ def test_syscalls_create_the_key_0600_and_never_chmod_it(tmp_path: Path) -> None
     assert re.fullmatch(r'link\("\.k\.pem\.[0-9a-f]{12}\.tmp", "k\.pem"\) = 0', published[0])
     # While the key's file is open nothing is chmod-ed; the only chmod is the certificate's
     # (0644 despite the umask).
-    next_open = next(i for i in range(key_open + 1, len(lines)) if lines[i].startswith("openat("))
+    next_open = next(
+        (i for i in range(key_open + 1, len(lines)) if lines[i].startswith("openat(")), len(lines)
+    )
     assert not [line for line in lines[key_open:next_open] if "chmod" in line]
     chmods = [line for line in lines if "chmod" in line]
     assert len(chmods) == 1, chmods
