@@ -239,7 +239,7 @@ def test_syscalls_create_the_key_0600_and_never_chmod_it(tmp_path: Path) -> None
     ]
     result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
-    lines = [line.split(" ", 1)[1] for line in trace.read_text().splitlines()]
+    lines = [line.split(None, 1)[1] for line in trace.read_text().splitlines()]
     key_open = next(
         i for i, line in enumerate(lines) if line.startswith('openat(AT_FDCWD, ".k.pem.')
     )
