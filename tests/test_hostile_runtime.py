@@ -9,6 +9,7 @@ and end to end on real ``cpsysd serve`` processes given crafted descriptors."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -133,7 +134,9 @@ def make_fd(kind: str, stack: ExitStack, directory: str) -> int | None:
 def adopt_in_child(sources: list[int | None], env: dict[str, str | None]) -> dict[str, Any]:
     """Fork; in the child put ``sources`` at fds 3, 4, ... (None: closed), set ``env`` ("SELF"
     is the child's pid), call adopt_sockets() and report what it did."""
-    read, write = os.pipe()
+    read, low = os.pipe()
+    write = fcntl.fcntl(low, fcntl.F_DUPFD_CLOEXEC, 200)  # out of the way of fds 3, 4, ...
+    os.close(low)
     pid = os.fork()
     if pid == 0:  # the child: never returns
         code = 1
@@ -154,7 +157,8 @@ def adopt_in_child(sources: list[int | None], env: dict[str, str | None]) -> dic
 
 
 def _child(sources: list[int | None], env: dict[str, str | None], keep: int) -> dict[str, Any]:
-    high = [None if fd is None else os.dup(fd) for fd in sources]
+    # Copies above every slot first (F_DUPFD >= 100), so no slot is overwritten before use.
+    high = [None if fd is None else fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in sources]
     for slot, fd in enumerate(high, start=3):
         if slot == keep:
             raise RuntimeError("the report pipe sits in the way")
