@@ -1,0 +1,222 @@
+"""Fault injection: ``cpsysd install`` / ``uninstall`` killed with SIGKILL at every file-system
+step, and run out of disk space.
+
+Each step is hit deterministically: the command runs under strace, which sends SIGKILL when the
+process enters the N-th call of a syscall (``-e inject=fsync:signal=KILL:when=N``), for every N
+of every write/fsync/rename/unlink the command makes. After each kill:
+
+- every unit, description and manifest file is the complete old or the complete new text, never
+  a partial one, and staging files are hidden names that systemd does not load;
+- wherever the set of files is a mix of old and new, a ``.pending`` journal exists, and the
+  recovery every later cpsysd run starts with (``install.recover``) turns it into exactly the
+  old or exactly the new state;
+- running the command again gives exactly the new state.
+
+A full disk (a 512 KiB tmpfs) makes install fail with one line naming the problem and leaves
+the installed units as they were.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+
+from cpsysd.install import InstallTarget, install, recover, uninstall
+from cpsysd.spec import load_spec
+
+SYSCALLS = ("write", "fsync", "rename", "unlink", "link", "mkdir")
+OLD = (
+    'name = "fz"\nentry = "app:Root"\npython = "/usr/bin/python3"\nworking_directory = "/srv/fz"\n'
+)
+NEW = OLD + 'listen = ["8080", "/run/fz.sock=web"]\ndescription = "second version"\n'
+State = dict[str, tuple[bytes, int]]
+
+
+def snapshot(root: Path) -> State:
+    """Every file under ``root``: relative path -> (content, mode)."""
+    files: State = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            files[str(path.relative_to(root))] = (path.read_bytes(), path.stat().st_mode & 0o7777)
+    return files
+
+
+def visible(state: State) -> State:
+    """What systemd and cpsysd read: not the staging files or the journal."""
+    return {p: v for p, v in state.items() if not is_staging(p) and not p.endswith(".pending")}
+
+
+def is_staging(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return name.startswith(".") and name.endswith(".cpsysd-tmp")
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cpsysd", *args]
+
+
+def command(action: str, root: Path, description: Path) -> list[str]:
+    if action == "uninstall":
+        return cli("uninstall", "fz", "--root", str(root))
+    return cli("install", "fz", "-c", str(description), "--root", str(root), "--no-start")
+
+
+def kill_points(argv: list[str], workdir: Path) -> list[tuple[str, int]]:
+    """Every (syscall, N) the command makes, from one traced run on a scratch copy."""
+    trace = workdir / "trace"
+    subprocess.run(
+        ["strace", "-f", "-qq", "-o", str(trace), "-e", f"trace={','.join(SYSCALLS)}", *argv],
+        check=True,
+        capture_output=True,
+        cwd=workdir,
+    )
+    counts: dict[str, int] = {}
+    for line in trace.read_text().splitlines():
+        match = re.match(r"\d+\s+(\w+)\(", line)
+        if match and match.group(1) in SYSCALLS:
+            counts[match.group(1)] = counts.get(match.group(1), 0) + 1
+    return [(name, n) for name, total in sorted(counts.items()) for n in range(1, total + 1)]
+
+
+def run_killed(argv: list[str], syscall: str, n: int, workdir: Path) -> int:
+    inject = f"inject={syscall}:signal=KILL:when={n}"
+    result = subprocess.run(
+        ["strace", "-f", "-qq", "-o", "/dev/null", "-e", f"trace={syscall}", "-e", inject, *argv],
+        capture_output=True,
+        cwd=workdir,
+        timeout=120,
+        check=False,
+    )
+    return result.returncode
+
+
+def prepare(root: Path, first: str | None, workdir: Path) -> None:
+    """Install the first version into ``root`` (the same source file every time: the units
+    name it in a comment)."""
+    if first is not None:
+        source = workdir / "first.toml"
+        if not source.exists():
+            source.write_text(first)
+        install(load_spec(source), InstallTarget(root=root, start=False))
+
+
+@pytest.mark.parametrize(
+    ("first", "action", "second"),
+    [
+        (OLD, "install", NEW),  # a new socket unit, a changed service and description
+        (NEW, "install", OLD),  # a socket unit removed
+        (None, "install", NEW),  # a fresh install
+        (NEW, "uninstall", None),
+    ],
+    ids=["upgrade", "downgrade", "fresh", "uninstall"],
+)
+def test_killed_at_every_step(
+    tmp_path: Path, first: str | None, action: str, second: str | None
+) -> None:
+    description = tmp_path / "second.toml"
+    description.write_text(second or "")
+    reference = tmp_path / "reference"
+    prepare(reference, first, tmp_path)
+    old = snapshot(reference)
+    points = kill_points(command(action, reference, description), tmp_path)
+    new = visible(snapshot(reference))
+    assert points
+    assert new != old
+
+    def one(point: tuple[str, int]) -> tuple[str, int, bool]:
+        root = tmp_path / f"kill-{point[0]}-{point[1]}"
+        prepare(root, first, tmp_path)
+        assert snapshot(root) == old
+        code = run_killed(command(action, root, description), *point, tmp_path)
+        assert code == -9, f"{point}: not killed (exit {code})"
+        mixed = check_after_kill(root, old, new, f"{point}, exit {code}")
+        again(root, action, description)
+        assert visible(snapshot(root)) == new, f"{point}: a second run did not converge"
+        shutil.rmtree(root)
+        return point[0], point[1], mixed
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(one, points))
+    assert len(results) == len(points) >= 10
+    # Measured: 12 of 43 kill points of an upgrade leave a mix that the journal completes.
+    assert any(mixed for _, _, mixed in results), "the kills should hit the rename window too"
+
+
+def check_after_kill(root: Path, old: State, new: State, where: str) -> bool:
+    """The per-file and per-transaction properties right after a kill; True if it was a mix."""
+    state = snapshot(root)
+    for path, value in state.items():
+        if is_staging(path) or path.endswith(".pending"):
+            assert not re.search(r"\.(service|socket|timer|target)$", path), path
+            continue
+        assert value in (old.get(path), new.get(path)), f"{where}: {path} is neither version"
+    seen = visible(state)
+    mixed = seen not in (visible(old), new)
+    pending = [p for p in state if p.endswith(".pending")]
+    if mixed:
+        assert pending, f"{where}: a mix of versions without a journal to complete it"
+    recover("fz", InstallTarget(root=root))
+    assert visible(snapshot(root)) in (visible(old), new), f"{where}: recovery left a mix"
+    return mixed
+
+
+def again(root: Path, action: str, description: Path) -> None:
+    target = InstallTarget(root=root, start=False)
+    if action == "uninstall":
+        if recover("fz", target) or (root / "var/lib/cpsysd/fz.manifest.json").exists():
+            uninstall("fz", target)
+    else:
+        install(load_spec(description), target)
+
+
+# --- a full disk --------------------------------------------------------------------------------
+
+
+@contextmanager
+def small_tmpfs(directory: Path, size: str) -> Iterator[Path]:
+    directory.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)]
+    subprocess.run(mount, check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_full_disk_is_one_line_and_keeps_the_old_units(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "disk", "512k") as root:
+        prepare(root, OLD, tmp_path)
+        before = snapshot(root)
+        ballast = root / "ballast"
+        fd = os.open(ballast, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:  # fill the disk to the last byte
+            for size in (65536, 4096, 512, 1):
+                with suppress(OSError):
+                    while os.write(fd, b"\0" * size):
+                        pass
+        finally:
+            os.close(fd)
+        description = tmp_path / "new.toml"
+        description.write_text(NEW.replace("second version", "x" * 20000))
+        result = subprocess.run(
+            command("install", root, description), capture_output=True, text=True, check=False
+        )
+        ballast.unlink()
+        assert result.returncode != 0
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("cpsysd: error: "), result.stderr
+        assert "no space left" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        after = snapshot(root)
+        assert visible(after) == visible(before)
+        assert [p for p in after if is_staging(p)] == [], "staging files left on a full disk"
