@@ -30,6 +30,7 @@ from cpsysd.tlsnames import chain_path_for
 if TYPE_CHECKING:
     from cpsysd.render import RenderOptions
     from cpsysd.spec import AppSpec, TLSConfig
+    from cpsysd.tls import Certificate
 
 
 def renew_unit_names(spec: AppSpec) -> tuple[str, str] | None:
@@ -113,7 +114,8 @@ def renew_certificate(
     if cert_path.exists():
         current = Certificate.list_from_pem(cert_path.read_bytes(), str(cert_path))[0]
         left = current.not_after - (now or utc_now())
-        if not force and left > datetime.timedelta(days=tls.renew_days):
+        due = left <= datetime.timedelta(days=tls.renew_days)
+        if not force and not due and _key_matches(key_path, current):
             return False, (
                 f"{cert_path}: not due, expires {current.not_after:%Y-%m-%d} ({left.days} days "
                 f"left; renewal {tls.renew_days} days before)"
@@ -141,6 +143,22 @@ def renew_certificate(
     else:
         leaf = certfiles.make_self_signed(cert_path, key_path, hosts, key_type, days, force=True)
     return True, f"renewed {cert_path}: {certfiles.summary(leaf.certificate)}"
+
+
+def _key_matches(key_path: Path, cert: Certificate) -> bool:
+    """False when the key is missing or is not the certificate's: a run killed between the
+    key's and the certificate's rename leaves a new key beside the old certificate, which the
+    app cannot load, so renewing then repairs the pair. A key that cannot be read without a
+    passphrase counts as matching (it cannot be checked here)."""
+    from cpsysd.tls import PrivateKey
+
+    try:
+        key = PrivateKey.from_pem(key_path.read_bytes(), source=str(key_path))
+    except FileNotFoundError:
+        return False
+    except (OSError, TLSError):
+        return True
+    return key.matches(cert)
 
 
 def renew_from_description(
