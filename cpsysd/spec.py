@@ -429,7 +429,7 @@ def _user(fieldname: str, value: object) -> tuple[str | None, str | None]:
 
 
 def _domain(fieldname: str, value: object) -> str:
-    text = _typed(fieldname, value, str, "a domain name")
+    text: str = _typed(fieldname, value, str, "a domain name")
     if text != "_" and (len(text) > 253 or not _DOMAIN.fullmatch(text)):
         raise SpecError(fieldname, f"{text!r} is not a domain name")
     return text.lower()
