@@ -289,3 +289,125 @@ def test_cert_killed_at_every_step(tmp_path: Path, action: str) -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         torn = list(pool.map(one, points))
     assert len(torn) >= 5  # measured: the kill at the 2nd rename leaves new key + old cert
+
+
+# --- the app package's postinst -----------------------------------------------------------------
+
+PACKAGE_TOML = Path(__file__).resolve().parent.parent / "packaging/examples/hello/hello.toml"
+WRAPPER = """#!/bin/sh
+# cpsysd for the postinst, run under strace when this is the command to kill or to trace.
+real=@CPSYSD@
+if [ "$1" = "$CPSYSD_TARGET" ] && [ -n "$CPSYSD_INJECT" ]; then
+    syscall="${CPSYSD_INJECT%%:*}"
+    exec strace -f -qq -o /dev/null -e trace="$syscall" -e inject="$CPSYSD_INJECT" "$real" "$@"
+fi
+if [ "$1" = "$CPSYSD_TARGET" ] && [ -n "$CPSYSD_TRACE" ]; then
+    exec strace -f -qq -o "$CPSYSD_TRACE" -e trace=@SYSCALLS@ "$real" "$@"
+fi
+exec "$real" "$@"
+"""
+
+
+class Postinst:
+    """The example app package's postinst, run as dpkg would under DPKG_ROOT (as in
+    test_debian.py), with a cpsysd that can be killed at a chosen step."""
+
+    def __init__(self, tmp_path: Path, name: str) -> None:
+        from cpsysd.debian import DebianOptions, write_debian
+
+        self.base = tmp_path / name
+        self.root = self.base / "root"
+        spec = load_spec(PACKAGE_TOML)
+        scripts = self.base / "debian"
+        write_debian(spec, DebianOptions("cpsysd-hello"), scripts)
+        self.script = (scripts / "cpsysd-hello.postinst").read_text().replace("#DEBHELPER#", "")
+        conffile = self.root / "etc/cpsysd/hello.toml"
+        conffile.parent.mkdir(parents=True)
+        shutil.copy(PACKAGE_TOML, conffile)
+        for directory in ("etc/systemd/system", "lib/systemd/system", "var/lib/systemd"):
+            (self.root / directory).mkdir(parents=True)
+        wrapper = self.base / "bin" / "cpsysd"
+        wrapper.parent.mkdir()
+        real = Path(sys.executable).parent / "cpsysd"
+        wrapper.write_text(
+            WRAPPER.replace("@CPSYSD@", str(real)).replace("@SYSCALLS@", ",".join(SYSCALLS))
+        )
+        wrapper.chmod(0o755)
+
+    def configure(self, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", "-e", "-c", self.script, "postinst", "configure", ""],
+            env={
+                "PATH": f"{self.base / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin",
+                "DPKG_ROOT": str(self.root),
+                "DPKG_MAINTSCRIPT_PACKAGE": "cpsysd-hello",
+                "DPKG_MAINTSCRIPT_NAME": "postinst",
+                "HOME": str(self.root),
+                "LC_ALL": "C.UTF-8",
+                **env,
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    def outcome(self) -> dict[str, object]:
+        """The installed tree, with the TLS pair reduced to "a matching 0600 key and cert"."""
+        state: dict[str, object] = {}
+        tls = self.root / "var/lib/cpsysd/hello-tls"
+        for path, (data, mode) in visible(snapshot(self.root)).items():
+            if path.startswith("var/lib/cpsysd/hello-tls/"):
+                continue
+            data = data.replace(str(self.root).encode(), b"ROOT")  # units name their source
+            if path.endswith(".manifest.json"):  # the hashes of those texts differ likewise
+                data = re.sub(rb'"[0-9a-f]{64}"', b'"sha256"', data)
+            if path.endswith(".debian-created"):  # a path recorded twice is removed once
+                data = b"\n".join(sorted(set(data.splitlines())))
+            state[path] = (data, mode)
+        state["tls"] = cert_pair(tls / "cert.pem", tls / "key.pem")
+        return state
+
+
+def cert_pair(cert: Path, key: Path) -> str:
+    from cpsysd.tls import Certificate, PrivateKey
+
+    if not (cert.exists() and key.exists()):
+        return f"cert {cert.exists()}, key {key.exists()}"
+    certificate = Certificate.list_from_pem(cert.read_bytes(), str(cert))[0]
+    matches = PrivateKey.from_pem(key.read_bytes(), source=str(key)).matches(certificate)
+    return f"matching={matches} key-mode={oct(key.stat().st_mode & 0o777)}"
+
+
+def test_postinst_killed_then_configured_again(tmp_path: Path) -> None:
+    """dpkg runs a failed postinst again (``dpkg --configure -a``): whatever step of its cpsysd
+    cert / cpsysd install was killed, the second run ends exactly where an unbroken one does."""
+    reference = Postinst(tmp_path, "reference")
+    points: list[tuple[str, str, int]] = []
+    for command_name in ("cert", "install"):
+        trace = tmp_path / f"{command_name}.strace"
+        traced = reference.configure(CPSYSD_TARGET=command_name, CPSYSD_TRACE=str(trace))
+        assert traced.returncode == 0, traced.stderr
+        counts: dict[str, int] = {}
+        for line in trace.read_text().splitlines():
+            match = re.match(r"\d+\s+(\w+)\(", line)
+            if match and match.group(1) in SYSCALLS:
+                counts[match.group(1)] = counts.get(match.group(1), 0) + 1
+        wanted = SYSCALLS if command_name == "cert" else ("rename", "unlink")
+        points += [(command_name, s, n) for s in wanted for n in range(1, counts.get(s, 0) + 1)]
+    expected = reference.outcome()
+    assert expected["tls"] == "matching=True key-mode=0o600"
+
+    def one(point: tuple[str, str, int]) -> None:
+        command_name, syscall, n = point
+        package = Postinst(tmp_path, f"{command_name}-{syscall}-{n}")
+        inject = f"{syscall}:signal=KILL:when={n}"
+        killed = package.configure(CPSYSD_TARGET=command_name, CPSYSD_INJECT=inject)
+        assert killed.returncode != 0, f"{point}: the postinst did not fail"
+        again = package.configure()
+        assert again.returncode == 0, f"{point}: {again.stderr}"
+        assert package.outcome() == expected, f"{point}: differs after dpkg --configure -a"
+        shutil.rmtree(package.base)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(one, points))
+    assert len(points) >= 10
