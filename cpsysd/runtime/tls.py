@@ -121,6 +121,11 @@ def server_context(files: TLSFiles) -> ssl.SSLContext:
         os.write(memfd, pem)
         context.load_cert_chain(f"/proc/self/fd/{memfd}", files.key, password=password)
     except ssl.SSLError as err:
+        if passphrase is not None and err.reason is None:  # OpenSSL's bare "PEM lib"
+            raise TLSError(
+                f"cannot decrypt the TLS key {files.key}: wrong passphrase",
+                f"check the credential {CREDENTIAL_PASSPHRASE}",
+            ) from None
         raise TLSError(
             f"cannot use {files.cert} with {files.key}: {err.reason or err}",
             "check that the key belongs to the certificate (cpsysd cert check)",
