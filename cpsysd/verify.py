@@ -39,9 +39,10 @@ class VerifyReport:
 
 def default_threshold(spec: AppSpec) -> float:
     """The highest exposure cpsysd accepts for its own defaults: 0.3 without outbound network
-    (PrivateNetwork=yes), 0.9 with it; a relaxed sandbox is allowed up to 2.0."""
+    (PrivateNetwork=yes), 0.9 with it; a relaxed sandbox is allowed up to 2.0, or 3.0 with
+    network (it measures 1.9 and 2.7 on systemd 252)."""
     if spec.hardening is Hardening.RELAXED:
-        return 2.0
+        return 3.0 if spec.network else 2.0
     return 0.9 if spec.network else 0.3
 
 

@@ -192,3 +192,15 @@ def test_cpsysd_verify_takes_a_name_with_a_colon() -> None:
     spec = parse_spec({"name": "my:app", "entry": "app:Root", "python": sys.executable}, "/srv")
     report = verify_units(spec)
     assert "my:app.service" in report.exposures
+
+
+@pytest.mark.parametrize("hardening", ["strict", "relaxed"])
+@pytest.mark.parametrize("network", [True, False])
+@pytest.mark.parametrize("user", ["", "www-data"])
+def test_cpsysd_verify_accepts_its_own_units(hardening: str, network: bool, user: str) -> None:
+    """Every documented sandbox choice passes cpsysd's own exposure thresholds (hardening =
+    "relaxed" with network scored 2.7 and failed `cpsysd verify` against its 2.0)."""
+    table = {"name": "app", "entry": "app:Root", "python": sys.executable, "user": user}
+    spec = parse_spec({**table, "hardening": hardening, "network": network}, "/srv")
+    report = verify_units(spec)
+    assert 0 < report.exposure <= (0.9 if hardening == "strict" else 3.0)
