@@ -29,6 +29,7 @@ from tests.test_hostile_spec import (
     base_dirs,
     component,
     examples,
+    ident,
     options,
     tables,
 )
@@ -38,10 +39,12 @@ SAMPLE = max(5, int(300 * SCALE))  # drawn descriptions; most are accepted
 safe_path = st.lists(
     st.text(LETTERS + "._-@+,=~:%é日", min_size=1, max_size=10), min_size=1, max_size=3
 ).map(lambda parts: "/" + "/".join(parts))
+printable = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=20)
 rich_tables = st.fixed_dictionaries(
     {"name": VALID["name"], "entry": VALID["entry"]},
     optional={
-        **{key: VALID[key] for key in ("description", "environment", "user", "listen")},
+        **{key: VALID[key] for key in ("description", "user", "listen")},
+        "environment": st.dictionaries(ident, printable, max_size=3),
         **{key: VALID[key] for key in ("network", "state_directory", "restart", "hardening")},
         "working_directory": safe_path,
         "environment_file": safe_path,
