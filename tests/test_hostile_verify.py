@@ -207,3 +207,43 @@ def test_cpsysd_verify_accepts_its_own_units(hardening: str, network: bool, user
     spec = parse_spec({**table, "hardening": hardening, "network": network}, "/srv")
     report = verify_units(spec)
     assert 0 < report.exposure <= (0.9 if hardening == "strict" else 3.0)
+
+
+# --- the nginx site (cpsysd nginx) of hostile descriptions: the real nginx -t --------------------
+
+
+def test_nginx_sites_of_random_descriptions_pass_nginx_t(tmp_path: Path) -> None:
+    """Whatever server names, static locations, upstreams and vhosts a description has, the
+    site is refused with one line or ``nginx -t`` accepts it without a warning."""
+    from cpsysd.nginx import render_site
+    from tests.scalekit import nginx_problems, nginx_test
+
+    checked: list[int] = []
+
+    @examples(60)
+    @given(
+        table=st.fixed_dictionaries(
+            {"name": VALID["name"], "entry": VALID["entry"], "nginx": VALID["nginx"]},
+            optional={key: VALID[key] for key in ("vhosts", "listen", "workers", "worker_mode")},
+        ),
+        base=base_dirs,
+    )
+    def draw(table: dict[str, Any], base: str) -> None:
+        table = {**table, "python": "/usr/bin/python3"}
+        table["nginx"] = {k: v for k, v in table["nginx"].items() if not k.startswith("tls_")}
+        try:
+            site = render_site(parse_spec(table, base))
+        except SpecError as err:
+            refusal = err.one_line()
+        else:
+            refusal = ""
+        if refusal:
+            assert len(refusal.splitlines()) == 1
+            return
+        result = nginx_test(tmp_path / f"nginx{len(checked)}", site)
+        assert result.returncode == 0, (site, result.stderr)
+        assert nginx_problems(result) == [], (site, result.stderr)
+        checked.append(1)
+
+    draw()
+    assert len(checked) >= 5, len(checked)
