@@ -16,7 +16,7 @@ APT_PACKAGES=(
   pybuild-plugin-pyproject python3-all python3-hatchling
   python3-cherrypy3 python3-systemd python3-jinja2 python3-cryptography python3-typer
   uwsgi-core uwsgi-plugin-python3  # bench/: the uWSGI baseline
-  strace  # tests/test_tls_files.py: the key file is opened 0600 with O_EXCL, never chmod-ed
+  strace  # test_tls_files.py: keys opened 0600 with O_EXCL; test_hostile_faults.py: SIGKILL at each step
   systemd dbus procps passwd tar  # cpsysd.harness / tests/e2e: systemd in a container, ps, useradd
 )
 
