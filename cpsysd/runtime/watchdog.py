@@ -74,7 +74,11 @@ class Watchdog:
         return all(result is not False for result in results)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        # The first check comes one period after start: the servers' accept loops are started
+        # in threads of their own and may not run yet at the instant the engine reports
+        # started, and a probe then would read as "not answering". systemd expects the first
+        # ping within WatchdogSec= of READY=1; one period is half of it.
+        while not self._stop.wait(self.period):
             if self.check():
                 if notify.watchdog():
                     self.pings += 1
@@ -90,4 +94,3 @@ class Watchdog:
                     "pinging (systemd restarts the service if this lasts)"
                 )
                 notify.status("Not answering: every request thread is busy or stuck")
-            self._stop.wait(self.period)
