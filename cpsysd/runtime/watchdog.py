@@ -23,6 +23,9 @@ from collections.abc import Callable, Sequence
 from cpsysd.runtime import notify
 
 MAX_PERIOD = 3600.0  # ping at least hourly: a huge WATCHDOG_USEC would overflow Event.wait()
+# A tiny WATCHDOG_USEC (systemd accepts WatchdogSec=1us) would make the thread spin; systemd
+# cannot act on pings faster than this anyway.
+MIN_PERIOD = 0.01
 Probe = Callable[[], "bool | None"]  # True: answered; False: not answering; None: just queued
 
 
@@ -37,7 +40,7 @@ def watchdog_period() -> float | None:
         return None
     if int(usec_text) == 0:
         return None
-    return min(int(usec_text) / 2 / 1_000_000, MAX_PERIOD)
+    return max(min(int(usec_text) / 2 / 1_000_000, MAX_PERIOD), MIN_PERIOD)
 
 
 class Watchdog:
