@@ -95,7 +95,8 @@ def test_watchdog_variables_give_a_usable_period(usec: str | None, wd_pid: str |
         return
     assert wd_pid in (None, str(os.getpid()))
     assert usec is not None
-    assert 0 < period <= int(usec) / 2e6  # half of WATCHDOG_USEC, or more often
+    # half of WATCHDOG_USEC, or more often; never below MIN_PERIOD (a 1 us watchdog would spin)
+    assert 0 < period <= max(int(usec) / 2e6, watchdog.MIN_PERIOD)
     assert period <= threading.TIMEOUT_MAX  # else Event.wait(period) raises OverflowError
 
 
