@@ -198,4 +198,20 @@ def activated_instances(
                     sys.executable, "-m", "cpsysd", "serve", "-c", str(description)]  # fmt: skip
             log = log_dir / f"instance-{index + 1}.log"
             procs.append(stack.enter_context(running(argv, log, env=serve_env())))
+        for proc, address in zip(procs, addresses, strict=True):
+            wait_for_listener(address, proc)
         yield procs
+
+
+def wait_for_listener(address: str, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Until systemd-socket-activate listens on ``address``: a client (nginx) that connects
+    earlier is refused and marks that instance as failed for its fail_timeout."""
+    if not address.startswith("/"):
+        host, _, port = address.rpartition(":")
+        wait_for_port(host.strip("[]") or "127.0.0.1", int(port), timeout, proc)
+        return
+    deadline = time.monotonic() + timeout
+    while not Path(address).exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on {address}")
+        time.sleep(0.02)
