@@ -110,6 +110,7 @@ def start_reuseport(
 
 def gunicorn_argv(port: int, worker_class: str, workers: int = 2, threads: int = 1) -> list[str]:
     argv = [str(VENV / "bin" / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", str(workers)]
+    argv.append("--no-control-socket")  # gunicorn >= 25 would create ~/.gunicorn otherwise
     argv += ["-k", worker_class, "--chdir", str(APPS), "--log-level", "warning"]
     if worker_class == "gthread":
         argv += ["--threads", str(threads)]
