@@ -22,6 +22,7 @@ MARKER = "cpsysd-generated: do not edit, cpsysd install overwrites this file"
 CREDENTIAL_CERT = "tls-cert"
 CREDENTIAL_KEY = "tls-key"
 CREDENTIAL_CHAIN = "tls-chain"
+CREDENTIAL_PASSPHRASE = "tls-key-passphrase"  # noqa: S105 - a credential's name, not a secret
 
 # Each line is one directive or a comment explaining the next ones (rendered verbatim).
 _SANDBOX_COMMON = (
@@ -180,6 +181,10 @@ def service_context(spec: AppSpec, options: RenderOptions) -> dict[str, Any]:
         credentials = [f"{CREDENTIAL_CERT}:{spec.tls.cert}", f"{CREDENTIAL_KEY}:{spec.tls.key}"]
         if spec.tls.chain:
             credentials.append(f"{CREDENTIAL_CHAIN}:{spec.tls.chain}")
+        if spec.tls.passphrase_file:
+            # The runtime unlocks an encrypted key with it; like the key, it never appears in
+            # the unit, the environment or the command line.
+            credentials.append(f"{CREDENTIAL_PASSPHRASE}:{spec.tls.passphrase_file}")
     return {
         "marker": MARKER,
         "source": comment_text(spec.source or options.description_path),

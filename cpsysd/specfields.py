@@ -314,7 +314,8 @@ def _no_unknown(fieldname: str, table: Mapping[str, object], known: set[str]) ->
 
 def _tls(fieldname: str, value: object, base: str) -> TLSConfig:
     table = _typed(fieldname, value, dict, "a table")
-    _no_unknown(fieldname, table, {"cert", "key", "chain", "renew_days", "ca_dir", "hosts"})
+    known = {"cert", "key", "chain", "renew_days", "ca_dir", "hosts", "passphrase_file"}
+    _no_unknown(fieldname, table, known)
     for required in ("cert", "key"):
         if required not in table:
             raise SpecError(
@@ -334,6 +335,11 @@ def _tls(fieldname: str, value: object, base: str) -> TLSConfig:
         if "ca_dir" in table
         else None,
         hosts=tuple(_tls_host(f"{fieldname}.hosts[{i}]", h) for i, h in enumerate(hosts)),
+        passphrase_file=check_file_path(
+            f"{fieldname}.passphrase_file", table["passphrase_file"], base
+        )
+        if "passphrase_file" in table
+        else None,
     )
 
 

@@ -82,6 +82,7 @@ class TLSConfig:
     renew_days: int = 0  # re-issue this many days before expiry; 0 means no renewal timer
     ca_dir: str | None = None  # local CA that re-issues; None means a self-signed renewal
     hosts: tuple[str, ...] = ()  # subjectAltNames for renewal
+    passphrase_file: str | None = None  # the encrypted key's passphrase, as a credential too
 
 
 @dataclass(frozen=True)

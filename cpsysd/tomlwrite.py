@@ -77,6 +77,8 @@ def spec_to_table(spec: AppSpec) -> dict[str, Any]:
         }
         if tls.chain:
             table["tls"]["chain"] = tls.chain
+        if tls.passphrase_file:
+            table["tls"]["passphrase_file"] = tls.passphrase_file
         if tls.ca_dir:
             table["tls"]["ca_dir"] = tls.ca_dir
     if spec.nginx:

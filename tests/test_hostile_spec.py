@@ -94,6 +94,7 @@ tls_table = st.fixed_dictionaries(
         "renew_days": st.integers(-1, 400),
         "ca_dir": path,
         "hosts": st.lists(free_text, max_size=2),
+        "passphrase_file": path,
     },
 )
 nginx_table = st.fixed_dictionaries(
@@ -257,6 +258,8 @@ def check_service(spec: AppSpec, opts: RenderOptions, text: str) -> None:
     if spec.tls:
         creds = [("tls-cert", spec.tls.cert), ("tls-key", spec.tls.key)]
         creds += [("tls-chain", spec.tls.chain)] if spec.tls.chain else []
+        if spec.tls.passphrase_file:
+            creds += [("tls-key-passphrase", spec.tls.passphrase_file)]
         got = [up.split_load_credential(v) for v in unit.values("Service", "LoadCredential")]
         assert got == creds
         expected += [("Service.LoadCredential", f"{i}:{p}") for i, p in creds]

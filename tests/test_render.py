@@ -116,6 +116,15 @@ def test_tls_material_goes_through_credentials() -> None:
     assert ("LoadCredential", "tls-key:/etc/app/key.pem") in service
 
 
+def test_key_passphrase_goes_through_a_credential_too() -> None:
+    spec = spec_of(
+        listen=["8443=https"],
+        tls={"cert": "/etc/app/c.pem", "key": "/etc/app/k.pem", "passphrase_file": "/etc/app/pw"},
+    )
+    service = directives(render_units(spec, OPTIONS)["app.service"])
+    assert ("LoadCredential", "tls-key-passphrase:/etc/app/pw") in service
+
+
 def test_named_user_instead_of_dynamic_user() -> None:
     service = dict(directives(render_units(spec_of(user="web:www-data"), OPTIONS)["app.service"]))
     assert (service["User"], service["Group"]) == ("web", "www-data")
