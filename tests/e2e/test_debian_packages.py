@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 
 import pytest
 from debkit import Debs, build_debs
@@ -40,17 +39,13 @@ def debs(tmp_path_factory: pytest.TempPathFactory) -> Debs:
 
 
 @pytest.fixture
-def box(debs: Debs) -> Iterator[Container]:
-    reason = harness.available()
-    if reason:
-        pytest.fail(f"running as root, but the systemd container is unusable: {reason}")
-    with Container() as container:
-        container.copy_in(debs.cpsysd.parent, DEBS)
-        # This image's policy-rc.d forbids starting services (exit 101), which deb-systemd-invoke
-        # obeys; the container is a throw-away overlay, so remove it there. Without man-db's
-        # auto-update flag its trigger skips re-indexing manual pages (80% of dpkg's time here).
-        container.run(["rm", "-f", "/usr/sbin/policy-rc.d", "/var/lib/man-db/auto-update"])
-        yield container
+def box(debs: Debs, container: Container) -> Container:
+    container.copy_in(debs.cpsysd.parent, DEBS)
+    # This image's policy-rc.d forbids starting services (exit 101), which deb-systemd-invoke
+    # obeys; the container is a throw-away overlay, so remove it there. Without man-db's
+    # auto-update flag its trigger skips re-indexing manual pages (80% of dpkg's time here).
+    container.run(["rm", "-f", "/usr/sbin/policy-rc.d", "/var/lib/man-db/auto-update"])
+    return container
 
 
 def _files(box: Container) -> set[str]:

@@ -6,13 +6,10 @@ private credentials directory."""
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 
 import pytest
 
-from cpsysd import harness
 from cpsysd.harness import Container
 from cpsysd.spec import Listener, TLSConfig
 from cpsysd.tls import self_signed_cert
@@ -23,14 +20,9 @@ PASSPHRASE = "e2e passphrase 41d8 never to be logged"
 
 
 @pytest.fixture
-def box() -> Iterator[Container]:
-    if os.geteuid() != 0:
-        pytest.skip("the systemd container needs root")
-    reason = harness.available()
-    if reason:
-        pytest.fail(f"running as root, but the systemd container is unusable: {reason}")
-    with Container() as container:
-        yield container
+def box(container: Container) -> Container:
+    """The shared booted container of tests/e2e/conftest.py."""
+    return container
 
 
 def test_no_secret_in_journal_environment_or_process(box: Container) -> None:

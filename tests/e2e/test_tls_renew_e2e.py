@@ -6,34 +6,26 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import os
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from cpsysd import harness
 from cpsysd.harness import Container
 from cpsysd.spec import Listener, TLSConfig, load_spec
 from cpsysd.tls import CertificateAuthority
 from cpsysd.tomlwrite import spec_to_toml
+from tests.conftest import EXAMPLE
 
 pytestmark = pytest.mark.e2e
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
+
 TLS_DIR = "/etc/cpsysd/tls"
 CA_DIR = "/etc/cpsysd/ca"
 
 
 @pytest.fixture
-def box() -> Iterator[Container]:
-    if os.geteuid() != 0:
-        pytest.skip("the systemd container needs root")
-    reason = harness.available()
-    if reason:
-        pytest.fail(f"running as root, but the systemd container is unusable: {reason}")
-    with Container() as container:
-        yield container
+def box(container: Container) -> Container:
+    """The shared booted container of tests/e2e/conftest.py."""
+    return container
 
 
 def served_serial(box: Container) -> str:
