@@ -31,7 +31,7 @@ from cpsysd import fsutil
 from cpsysd.errors import InstallError
 from cpsysd.render import MARKER, RenderOptions, render_units, units_to_enable
 from cpsysd.spec import AppSpec
-from cpsysd.systemctl import run_command, systemd_running
+from cpsysd.systemctl import run_command, systemctl, systemd_running
 from cpsysd.tomlwrite import spec_to_toml
 
 SYSTEM_UNIT_DIR = PurePosixPath("/etc/systemd/system")
@@ -178,10 +178,6 @@ def _is_ours(disk: Path, recorded: dict[str, str]) -> bool:
     )
 
 
-def _systemctl(target: InstallTarget, *args: str) -> None:
-    run_command(["systemctl", *(["--user"] if target.user else []), *args])
-
-
 def _precompile(spec: AppSpec, report: InstallReport) -> None:
     """Byte-compile the app with its own interpreter now, as the installing user: the service
     runs under ProtectSystem=strict and cannot write __pycache__, so without this every start
@@ -246,7 +242,7 @@ def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
     live_manager = target.manager_reachable()
     dropped = [unit for unit in old["enable"] if unit not in enable]
     if live_manager and dropped:
-        _systemctl(target, "disable", "--now", *dropped)
+        systemctl("disable", "--now", *dropped, user=target.user)
     if writes or removes or old.get("files") != manifest["files"]:
         _transaction(spec.name, target, writes, removes, manifest)
     report.removed = [str(target.on_disk(p)) for p in removes]
@@ -260,15 +256,15 @@ def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
             )
         return report
     if writes or removes:
-        _systemctl(target, "daemon-reload")
+        systemctl("daemon-reload", user=target.user)
     if target.start:
-        _systemctl(target, "enable", "--now", *enable)
+        systemctl("enable", "--now", *enable, user=target.user)
         report.enabled = enable
         service = unit_dir / f"{spec.name}.service"
         if service in writes and str(service) in old["files"]:
             # The running service keeps its old definition until restarted; its sockets stay
             # open meanwhile, so clients wait rather than fail.
-            _systemctl(target, "try-restart", f"{spec.name}.service")
+            systemctl("try-restart", f"{spec.name}.service", user=target.user)
             report.notes.append(f"{spec.name}.service changed: restarted it if it was running")
     return report
 
@@ -303,7 +299,7 @@ def uninstall(name: str, target: InstallTarget) -> InstallReport:
     live_manager = target.manager_reachable()
     if live_manager:
         units = [*old.get("enable", []), *old.get("stop", [])]
-        _systemctl(target, "disable", "--now", *units)
+        systemctl("disable", "--now", *units, user=target.user)
     removes = []
     for live, digest in old["files"].items():
         disk = target.on_disk(PurePosixPath(live))
@@ -317,14 +313,6 @@ def uninstall(name: str, target: InstallTarget) -> InstallReport:
     _transaction(name, target, {}, removes, None)
     _prune_empty(target)
     if live_manager:
-        _systemctl(target, "daemon-reload")
-        run_command(
-            [
-                "systemctl",
-                *(["--user"] if target.user else []),
-                "reset-failed",
-                *old.get("stop", []),
-            ],
-            check=False,
-        )
+        systemctl("daemon-reload", user=target.user)
+        systemctl("reset-failed", *old.get("stop", []), user=target.user, check=False)
     return report
