@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ KEY_MODE = 0o600
 PUBLIC_MODE = 0o644
 CA_CERT_NAME = "ca.pem"
 CA_KEY_NAME = "ca.key"
+_STAGING = re.compile(r"\.(.+)\.([0-9]+)-[0-9a-f]{12}\.tmp")
 MAX_PASSPHRASE = 1023  # OpenSSL's PEM passphrase buffer is 1024 bytes with the NUL
 
 
@@ -79,8 +81,47 @@ def check_outputs(paths: list[Path], force: bool) -> None:
             raise TLSError(f"{path} already exists", "pass --force to replace it")
 
 
+def _staging_name(path: Path) -> str:
+    """A hidden, unique staging name beside ``path`` that records the writer's PID."""
+    return f".{path.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp"
+
+
+def _writer_gone(pid: int) -> bool:
+    """True only when no process with ``pid`` exists (a reused PID keeps the file)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def sweep_stale_staging(path: Path) -> list[Path]:
+    """Remove the staging files of ``path`` left by writers that were killed before they
+    published or cleaned up (a SIGKILL runs no cleanup); return what was removed.
+
+    Only files of this exact naming whose writing process no longer exists are touched: a
+    concurrent writer's file is left alone. Such a file may hold an unpublished private key
+    (mode 0600), so it should not linger."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _STAGING.fullmatch(entry.name)
+        if not match or match.group(1) != path.name:
+            continue
+        if entry.is_file(follow_symlinks=False) and _writer_gone(int(match.group(2))):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
 def _stage(output: OutputFile) -> Path:
-    temp = output.path.with_name(f".{output.path.name}.{secrets.token_hex(6)}.tmp")
+    temp = output.path.with_name(_staging_name(output.path))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
     fd = os.open(temp, flags, output.mode)
     try:
@@ -109,6 +150,8 @@ def _fsync_dir(directory: Path) -> None:
 def write_outputs(outputs: list[OutputFile], force: bool) -> None:
     """Publish all ``outputs`` or none: stage every file, then link/rename each into place."""
     check_outputs([o.path for o in outputs], force)
+    for output in outputs:
+        sweep_stale_staging(output.path)
     staged: list[Path] = []
     published: list[Path] = []
     current = outputs[0].path

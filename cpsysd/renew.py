@@ -110,6 +110,9 @@ def renew_certificate(
     from cpsysd.tlscert import key_type_of, utc_now
 
     cert_path, key_path = Path(tls.cert), Path(tls.key)
+    chain_path = _chain_path(tls)
+    for path in (cert_path, key_path, *([Path(chain_path)] if chain_path else [])):
+        certfiles.sweep_stale_staging(path)  # a killed earlier run's; also when not due
     current = None
     if cert_path.exists():
         current = Certificate.list_from_pem(cert_path.read_bytes(), str(cert_path))[0]

@@ -283,6 +283,8 @@ def test_cert_killed_at_every_step(tmp_path: Path, action: str) -> None:
         repair = cli("cert", "renew", "-c", str(directory / "due-later.toml"), "--no-restart")
         subprocess.run(repair, cwd=directory, check=True, capture_output=True)
         assert cert_state(directory)[2] is True, f"{point}: renew left a mismatched pair"
+        left = [p.name for p in directory.glob(".*.tmp")]
+        assert not left, f"{point}: the killed run's staging files stayed: {left}"
         shutil.rmtree(directory)
         return torn
 

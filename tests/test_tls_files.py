@@ -244,14 +244,14 @@ def test_syscalls_create_the_key_0600_and_never_chmod_it(tmp_path: Path) -> None
         i for i, line in enumerate(lines) if line.startswith('openat(AT_FDCWD, ".k.pem.')
     )
     opened = re.fullmatch(
-        r'openat\(AT_FDCWD, "\.k\.pem\.[0-9a-f]{12}\.tmp", '
+        r'openat\(AT_FDCWD, "\.k\.pem\.[0-9]+-[0-9a-f]{12}\.tmp", '
         r"O_WRONLY\|O_CREAT\|O_EXCL\|O_NOFOLLOW\|O_CLOEXEC, 0600\) = \d+",
         lines[key_open],
     )
     assert opened, lines[key_open]
     published = [line for line in lines if '"k.pem"' in line]
     assert len(published) == 1
-    assert re.fullmatch(r'link\("\.k\.pem\.[0-9a-f]{12}\.tmp", "k\.pem"\) = 0', published[0])
+    assert re.fullmatch(r'link\("\.k\.pem\.[0-9]+-[0-9a-f]{12}\.tmp", "k\.pem"\) = 0', published[0])
     # While the key's file is open nothing is chmod-ed; the only chmod is the certificate's
     # (0644 despite the umask).
     next_open = next(
@@ -332,6 +332,32 @@ def test_a_file_appearing_meanwhile_is_not_clobbered(
             tmp_path / "c.pem", tmp_path / "k.pem", ["localhost"], KeyType.EC_P256, 10
         )
     assert _listing(tmp_path) == {"k.pem": b"someone else's"}
+
+
+def test_staging_files_of_killed_writers_are_swept(tmp_path: Path) -> None:
+    """A SIGKILL-ed writer leaves its 0600 staging file; the next write of the same file
+    removes it, but not one whose writer still runs, nor other files' or foreign names."""
+    dead = subprocess.Popen([sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = [
+            f".k.pem.{dead.pid}-{'a' * 12}.tmp",  # the killed writer's: swept
+            f".k.pem.{live.pid}-{'b' * 12}.tmp",  # a running writer's: kept
+            f".other.pem.{dead.pid}-{'c' * 12}.tmp",  # another file's: kept
+            f".k.pem.{'d' * 12}.tmp",  # not cpsysd's naming: kept
+        ]
+        for name in names:
+            fd = os.open(tmp_path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+        certfiles.make_self_signed(
+            tmp_path / "c.pem", tmp_path / "k.pem", ["localhost"], KeyType.EC_P256, 10
+        )
+        left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+        assert left == sorted(names[1:])
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_outputs_are_validated_before_any_key_is_made(tmp_path: Path) -> None:
