@@ -1,11 +1,13 @@
 """``cpsysd try``: run an app under a real systemd, in an ephemeral container, and report.
 
-Boots the harness container (:mod:`cpsysd.harness`), provisions this cpsysd into it, copies the
-app's working directory to ``/srv/NAME``, rewrites the description for the container (its
-interpreter, working directory and the files it names), runs ``cpsysd install`` inside, makes a
-first request through the socket (so systemd starts the service on demand), and collects the
-service's status, its first journal lines, the first-request latency and the exposure score
-that the running systemd computes. The container is torn down whatever happens.
+Boots the harness container (:mod:`cpsysd.harness`), provisions this cpsysd into it together with
+the distributions the app's own interpreter has beyond cpsysd's (the app imports there what it
+will import once installed for real), copies the app's working directory to ``/srv/NAME``,
+rewrites the description for the container (its interpreter, working directory and the files it
+names), runs ``cpsysd install`` inside, makes a first request through the socket (so systemd
+starts the service on demand), and collects the service's status, its first journal lines, the
+first-request latency and the exposure score that the running systemd computes. The container is
+torn down whatever happens.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from cpsysd.errors import CommandError, HarnessError
 from cpsysd.harness import Container, available, leftovers
+from cpsysd.harness_provision import AppInterpreter, Provisioned, ask_interpreter, provision_venv
 from cpsysd.spec import AppSpec, Listener, TLSConfig
 from cpsysd.tomlwrite import spec_to_toml
 
@@ -28,6 +31,7 @@ CONTAINER_DESCRIPTION_DIR = "/etc/cpsysd"
 EXTRA_FILES_DIR = "/etc/cpsysd/files"  # files the description names outside its directory
 SKIPPED_NAMES = (".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache")
 _EXPOSURE = re.compile(r"Overall exposure level for \S+: ([0-9.]+) (\S+)")
+NAMES_SHOWN = 8  # distributions named in a progress line; the rest are counted
 
 
 @dataclass
@@ -118,13 +122,46 @@ def parse_exposure(text: str) -> str:
     return f"{match.group(1)} {match.group(2)}" if match else ""
 
 
+def _names(labels: tuple[str, ...]) -> str:
+    shown = ", ".join(labels[:NAMES_SHOWN])
+    return shown if len(labels) <= NAMES_SHOWN else f"{shown} and {len(labels) - NAMES_SHOWN} more"
+
+
+def provision_lines(app: AppInterpreter, provisioned: Provisioned) -> list[str]:
+    """Progress lines saying which of the app interpreter's packages the container got, how."""
+    lines = []
+    count = len(provisioned.copied)
+    if count:
+        plural = "s" * (count != 1)
+        lines.append(
+            f"copied {count} package{plural} of {app.python}: {_names(provisioned.copied)}"
+        )
+    if provisioned.system:
+        lines.append(f"seen through the system site-packages: {_names(provisioned.system)}")
+    if not provisioned.copied and not provisioned.system:
+        lines.append(f"{app.python} has no packages beyond cpsysd's own dependencies")
+    if provisioned.left_out:
+        lines.append(
+            "left out (pip, and what only cpsysd's extras need): " + _names(provisioned.left_out)
+        )
+    if provisioned.kept_ours:
+        kept = tuple(
+            f"{name} {ours} (the app's has {theirs})"
+            for name, theirs, ours in provisioned.kept_ours
+        )
+        lines.append(f"cpsysd's own versions used: {_names(kept)}")
+    return lines
+
+
 def try_app(spec: AppSpec, progress: Callable[[str], None] = lambda _: None) -> TryReport:
     """Run ``spec``'s app under a real systemd in an ephemeral container; see the module doc.
-    Raises HarnessError when the container cannot be used at all; problems of the app itself
+    Raises HarnessError when the container cannot be used at all, SpecError when the app's
+    interpreter cannot say which packages it has; problems of the app itself
     are in the returned report (``problem``), with the status and journal that explain them."""
     reason = available()
     if reason:
         raise HarnessError(f"cpsysd try cannot run here: {reason}")
+    app = ask_interpreter(spec.python)  # before booting: a missing interpreter fails at once
     report = TryReport(spec.name)
     box = Container(f"try-{spec.name[:24]}-{os.getpid()}")
     progress("booting systemd in an ephemeral container")
@@ -132,7 +169,10 @@ def try_app(spec: AppSpec, progress: Callable[[str], None] = lambda _: None) -> 
         report.boot_seconds = box.boot_seconds
         progress(f"booted in {box.boot_seconds:.2f} s; copying cpsysd and the app in")
         started = time.monotonic()
-        python = box.provision_cpsysd()
+        provisioned = provision_venv(box, app)
+        python = provisioned.python
+        for line in provision_lines(app, provisioned):
+            progress(line)
         files = _Files(Path(spec.working_directory), f"/srv/{spec.name}")
         box.copy_in(spec.working_directory, files.workdir_inside, exclude=SKIPPED_NAMES)
         inside = container_spec(spec, python, files)

@@ -13,11 +13,14 @@ import pytest
 
 from cpsysd.errors import SpecError
 from cpsysd.harness_provision import (
+    AppInterpreter,
+    Provisioned,
     _key,
     app_distributions,
     ask_interpreter,
     runtime_distributions,
 )
+from cpsysd.trying import provision_lines
 
 
 def _dist_info(site: Path, name: str, *requires: str, requested: bool = False) -> None:
@@ -90,3 +93,25 @@ def test_an_interpreter_that_cannot_answer_is_one_line_naming_the_field(
     assert caught.value.field == "python"
     assert "\n" not in caught.value.one_line()
     assert "set python to" in (caught.value.hint or "")
+
+
+def test_progress_lines_name_what_was_copied_and_what_was_left_out() -> None:
+    app = AppInterpreter("/srv/app/venv/bin/python", "3.11", ())
+    copied = tuple(f"pkg{i} 1.0" for i in range(10))
+    lines = provision_lines(
+        app,
+        Provisioned(
+            "/opt/cpsysd/venv/bin/python",
+            copied=copied,
+            left_out=("pip 23.0.1",),
+            kept_ours=(("CherryPy", "18.8.0", "18.10.0"),),
+        ),
+    )
+    assert lines[0] == (
+        "copied 10 packages of /srv/app/venv/bin/python: "
+        "pkg0 1.0, pkg1 1.0, pkg2 1.0, pkg3 1.0, pkg4 1.0, pkg5 1.0, pkg6 1.0, pkg7 1.0 and 2 more"
+    )
+    assert lines[1] == "left out (pip, and what only cpsysd's extras need): pip 23.0.1"
+    assert lines[2] == "cpsysd's own versions used: CherryPy 18.10.0 (the app's has 18.8.0)"
+    nothing = provision_lines(app, Provisioned("/opt/cpsysd/venv/bin/python"))
+    assert nothing == ["/srv/app/venv/bin/python has no packages beyond cpsysd's own dependencies"]

@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Install and start the app under a real systemd, in an ephemeral container (needs
         root and Linux namespaces): socket activation, DynamicUser, the sandbox, the journal.
+        The app gets the packages of the description's python; cpsysd is the one running here.
         Prints the status, the first journal lines, the first-request latency and the exposure
         score; nothing on this machine is changed."""
         from cpsysd.spec import load_spec
