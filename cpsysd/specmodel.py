@@ -1,9 +1,14 @@
-"""The parsed app description: enums and frozen dataclasses (see :mod:`cpsysd.spec`)."""
+"""The parsed app description: enums and frozen dataclasses (see :mod:`cpsysd.spec`).
+
+The classes are made with :func:`cpsysd.records.record`: frozen dataclasses whose methods are
+not compiled at import, which ``cpsysd serve`` (every socket-activated start) would pay for."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
+
+from cpsysd.records import record
 
 
 class Kind(StrEnum):
@@ -43,7 +48,7 @@ class WorkerMode(StrEnum):
     PORTS = "ports"
 
 
-@dataclass(frozen=True)
+@record
 class Listener:
     """One listening socket: TCP (``host`` None means every address, dual-stack) or unix."""
 
@@ -72,7 +77,7 @@ class Listener:
         return Listener(self.name, self.tls, port, self.host, self.path)
 
 
-@dataclass(frozen=True)
+@record
 class TLSConfig:
     """Certificate and key files, handed to the service with ``LoadCredential=``."""
 
@@ -85,7 +90,7 @@ class TLSConfig:
     passphrase_file: str | None = None  # the encrypted key's passphrase, as a credential too
 
 
-@dataclass(frozen=True)
+@record
 class NginxConfig:
     """A reverse proxy site in front of the app (``cpsysd nginx``)."""
 
@@ -98,7 +103,7 @@ class NginxConfig:
     client_max_body_size: str = "10m"
 
 
-@dataclass(frozen=True)
+@record
 class AppSpec:
     """A validated app description. Paths are absolute; defaults are filled in."""
 

@@ -26,10 +26,10 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from dataclasses import dataclass
 from typing import Any
 
 from cpsysd.errors import ActivationError
+from cpsysd.records import record
 
 LISTEN_FDS_START = 3  # SD_LISTEN_FDS_START, sd-daemon.h
 ACTIVATION_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
@@ -37,7 +37,7 @@ SUPPORTED_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
 _UNIT_HINT = "check the ListenStream= lines of the app's .socket unit(s)"
 
 
-@dataclass(frozen=True)
+@record
 class PassedSocket:
     """One adopted listening socket. ``name`` is its LISTEN_FDNAMES entry, None when systemd
     passed no names (e.g. ``systemd-socket-activate`` without ``--fdname``)."""

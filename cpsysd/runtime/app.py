@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import cherrypy
@@ -26,6 +26,7 @@ from cherrypy import _cpconfig
 from cherrypy.lib import reprconf
 
 from cpsysd.errors import CpsysdError
+from cpsysd.records import record
 from cpsysd.runtime.journal import AccessSink, install_access_log, wsgi_with_access_log
 from cpsysd.spec import AppSpec, Kind
 
@@ -35,7 +36,7 @@ BASE_GLOBAL_CONFIG: dict[str, Any] = {"engine.autoreload.on": False}
 _IGNORED_SERVER_KEYS = ("server.socket_host", "server.socket_port", "server.socket_file")
 
 
-@dataclass
+@record(frozen=False)
 class ServedApp:
     """What :func:`load_app` mounted: the kind, the object in ``cherrypy.tree`` and the
     description-derived config merged before the file's (kept for reloads)."""

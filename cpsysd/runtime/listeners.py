@@ -20,9 +20,10 @@ import os
 import socket
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from cpsysd.errors import ActivationError, CpsysdError
+from cpsysd.records import record
 from cpsysd.runtime.adopt import PassedSocket, format_address
 from cpsysd.spec import Listener
 
@@ -30,7 +31,7 @@ BACKLOG = 1024  # what the generated socket units set (Backlog=); systemd's defa
 _ANY = {"::", "0.0.0.0"}
 
 
-@dataclass(frozen=True)
+@record
 class Binding:
     """A listener of the description and the listening socket that serves it."""
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from cheroot.ssl import Adapter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from cpsysd.errors import TLSError
+from cpsysd.records import record
 from cpsysd.spec import TLSConfig
 
 CREDENTIAL_CERT = "tls-cert"
@@ -44,7 +44,7 @@ TLS12_CIPHERS = ":".join(
 )
 
 
-@dataclass(frozen=True)
+@record
 class TLSFiles:
     """Where the certificate, key, optional chain and optional passphrase are read from."""
 
