@@ -18,7 +18,6 @@ from typing import Any
 from cpsysd import escape
 from cpsysd.errors import SpecError
 from cpsysd.specfields import (
-    _ENTRY,
     SUN_PATH_MAX,
     UNIT_NAME_MAX,
     _bool,
@@ -36,6 +35,7 @@ from cpsysd.specfields import (
     _vhosts,
     check_file_path,
     check_path,
+    is_entry,
     parse_listener,
 )
 from cpsysd.specmodel import (
@@ -106,7 +106,7 @@ def parse_spec(table: Mapping[str, Any], base_dir: str, source: str | None = Non
     except ValueError as err:
         raise SpecError("name", f"{name!r} {err}", 'e.g. name = "my-app"') from None
     entry = _typed("entry", table["entry"], str, "MODULE:OBJECT")
-    if not _ENTRY.fullmatch(entry):
+    if not is_entry(entry):
         raise SpecError(
             "entry",
             f"{entry!r} is not MODULE:OBJECT",

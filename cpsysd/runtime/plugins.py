@@ -31,7 +31,6 @@ from cpsysd.runtime import notify
 from cpsysd.runtime.app import ServedApp, reload_config
 from cpsysd.runtime.journal import AccessSink, configure_logging
 from cpsysd.runtime.server import ListenerServer
-from cpsysd.runtime.tls import ContextSSLAdapter, reload_adapter
 from cpsysd.runtime.watchdog import Watchdog
 
 STOP_MARGIN = 1.0  # seconds kept from TimeoutStopSec= for exiting after the last request
@@ -135,6 +134,10 @@ class Reloader:
         configure_logging(self.sink, self.served.log_screen)
         for server in self.servers:
             adapter = server.httpserver.ssl_adapter
+            if adapter is None:
+                continue
+            from cpsysd.runtime.tls import ContextSSLAdapter, reload_adapter  # TLS apps only
+
             if isinstance(adapter, ContextSSLAdapter):
                 try:
                     reload_adapter(adapter, self.served.spec.tls)
