@@ -12,7 +12,8 @@ dataclasses by mypy (:func:`typing.dataclass_transform`), with the same ``__init
 or keyword, defaults, ``field(default_factory=, init=False)``, ``__post_init__``), ``__repr__``,
 ``__eq__``/``__hash__`` over the ``compare``/``hash`` fields and, by default, frozen
 (:class:`dataclasses.FrozenInstanceError`). Not supported, refused when the class is created:
-``InitVar``, ``KW_ONLY``/``kw_only``, and records inheriting from dataclasses.
+``InitVar``, ``KW_ONLY``/``kw_only``, and records inheriting from dataclasses. One visible
+difference: :func:`inspect.signature` of a record shows ``(*args, **kwargs)``.
 """
 
 from __future__ import annotations
