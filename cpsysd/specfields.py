@@ -324,8 +324,15 @@ def _no_unknown(fieldname: str, table: Mapping[str, object], known: set[str]) ->
 
 def _tls(fieldname: str, value: object, base: str) -> TLSConfig:
     table = _typed(fieldname, value, dict, "a table")
-    known = {"cert", "key", "chain", "renew_days", "ca_dir", "hosts", "passphrase_file"}
+    known = {"cert", "key", "chain", "renew_days", "ca_dir", "hosts"}
+    known |= {"passphrase_file", "ca_passphrase_file"}
     _no_unknown(fieldname, table, known)
+    if "ca_passphrase_file" in table and "ca_dir" not in table:
+        raise SpecError(
+            f"{fieldname}.ca_passphrase_file",
+            "unlocks the key of a local CA, but there is no ca_dir",
+            'add ca_dir = "/etc/cpsysd/ca" (the CA whose key it unlocks), or remove it',
+        )
     for required in ("cert", "key"):
         if required not in table:
             raise SpecError(
@@ -349,6 +356,11 @@ def _tls(fieldname: str, value: object, base: str) -> TLSConfig:
             f"{fieldname}.passphrase_file", table["passphrase_file"], base
         )
         if "passphrase_file" in table
+        else None,
+        ca_passphrase_file=check_file_path(
+            f"{fieldname}.ca_passphrase_file", table["ca_passphrase_file"], base
+        )
+        if "ca_passphrase_file" in table
         else None,
     )
 

@@ -88,6 +88,7 @@ class TLSConfig:
     ca_dir: str | None = None  # local CA that re-issues; None means a self-signed renewal
     hosts: tuple[str, ...] = ()  # subjectAltNames for renewal
     passphrase_file: str | None = None  # the encrypted key's passphrase, as a credential too
+    ca_passphrase_file: str | None = None  # the ca_dir key's passphrase, for the renewal job only
 
 
 @record

@@ -81,6 +81,8 @@ def spec_to_table(spec: AppSpec) -> dict[str, Any]:
             table["tls"]["passphrase_file"] = tls.passphrase_file
         if tls.ca_dir:
             table["tls"]["ca_dir"] = tls.ca_dir
+        if tls.ca_passphrase_file:
+            table["tls"]["ca_passphrase_file"] = tls.ca_passphrase_file
     if spec.nginx:
         ng = spec.nginx
         table["nginx"] = {

@@ -95,6 +95,7 @@ tls_table = st.fixed_dictionaries(
         "ca_dir": path,
         "hosts": st.lists(free_text, max_size=2),
         "passphrase_file": path,
+        "ca_passphrase_file": path,
     },
 )
 nginx_table = st.fixed_dictionaries(
@@ -335,6 +336,9 @@ def check_intent(spec: AppSpec, table: dict[str, Any], base: str) -> None:
         assert (spec.tls.cert, spec.tls.key) == tuple(
             norm(table["tls"][k], workdir) for k in ("cert", "key")
         )
+        for key in ("passphrase_file", "ca_passphrase_file"):
+            given = table["tls"].get(key)
+            assert getattr(spec.tls, key) == (None if given is None else norm(given, workdir))
     user = table.get("user", "")
     assert (spec.user or "", spec.group) == (user.partition(":")[0], user.partition(":")[2] or None)
 

@@ -262,3 +262,17 @@ def test_cert_renew_command(tmp_path: Path) -> None:
     )
     assert failed.returncode != 0
     assert failed.stderr == f"cpsysd: error: {no_tls} has no [tls] table (nothing to renew)\n"
+
+
+def test_ca_passphrase_file_needs_ca_dir() -> None:
+    without_ca = {k: v for k, v in TLS.items() if k != "ca_dir"}
+    with pytest.raises(SpecError) as caught:
+        spec_of(tls={**without_ca, "ca_passphrase_file": "/etc/cpsysd/ca.pass"})
+    assert caught.value.field == "tls.ca_passphrase_file"
+    assert caught.value.one_line() == (
+        "tls.ca_passphrase_file: unlocks the key of a local CA, but there is no ca_dir "
+        '(add ca_dir = "/etc/cpsysd/ca" (the CA whose key it unlocks), or remove it)'
+    )
+    with pytest.raises(SpecError, match="contains ' '") as caught:
+        spec_of(tls={**TLS, "ca_passphrase_file": "/etc/a b"})
+    assert caught.value.field == "tls.ca_passphrase_file"
