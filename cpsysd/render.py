@@ -23,6 +23,8 @@ CREDENTIAL_CERT = "tls-cert"
 CREDENTIAL_KEY = "tls-key"
 CREDENTIAL_CHAIN = "tls-chain"
 CREDENTIAL_PASSPHRASE = "tls-key-passphrase"  # noqa: S105 - a credential's name, not a secret
+# Only NAME-cert-renew.service gets the CA key's passphrase; the app never does.
+CREDENTIAL_CA_PASSPHRASE = "tls-ca-passphrase"  # noqa: S105 - a credential's name, not a secret
 
 # Each line is one directive or a comment explaining the next ones (rendered verbatim).
 _SANDBOX_COMMON = (

@@ -13,6 +13,11 @@ the app would re-read the old files. The sockets belong to systemd, so connectio
 during the restart wait in the listen backlog instead of being refused, and ``cpsysd serve``
 finishes in-flight requests on SIGTERM.
 
+An encrypted key stays encrypted: the new key is written with the passphrase of ``[tls]
+passphrase_file``, and a CA key is unlocked with ``[tls] ca_passphrase_file``. The service gets
+both as credentials (``tls-key-passphrase``, ``tls-ca-passphrase``), like the app gets the first,
+and never on its command line or in its environment; see :func:`renew_credentials`.
+
 Rendering is pure; only :func:`renew_from_description` touches files and runs systemctl.
 """
 
@@ -46,6 +51,23 @@ def _chain_path(tls: TLSConfig) -> str | None:
     if not tls.ca_dir:
         return None
     return str(chain_path_for(Path(tls.cert)))
+
+
+def renew_credentials(tls: TLSConfig) -> list[str]:
+    """``LoadCredential=`` values (``ID:PATH``) of the renewal service: the passphrases only.
+
+    The job runs as root and could open the files itself, but credentials are better: PID 1
+    reads them before it builds the sandbox, so a file the sandbox hides (``ProtectHome=yes``)
+    still arrives; the job encrypts the new key with exactly the copy the app unlocks it with;
+    and the service learns a credential's name, never the secret, on its command line."""
+    from cpsysd.render import CREDENTIAL_CA_PASSPHRASE, CREDENTIAL_PASSPHRASE
+
+    credentials = []
+    if tls.passphrase_file:
+        credentials.append(f"{CREDENTIAL_PASSPHRASE}:{tls.passphrase_file}")
+    if tls.ca_dir and tls.ca_passphrase_file:
+        credentials.append(f"{CREDENTIAL_CA_PASSPHRASE}:{tls.ca_passphrase_file}")
+    return credentials
 
 
 def render_renew_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:
@@ -84,6 +106,7 @@ def render_renew_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:
             issuer=comment_text(f"CA in {tls.ca_dir}" if tls.ca_dir else "self-signed"),
             exec_start=exec_start,
             writable=[escape.escape_specifiers(path) for path in writable],
+            credentials=[escape.escape_specifiers(c) for c in renew_credentials(tls)],
             # ReadWritePaths= cannot reach into a ProtectHome=yes tree (systemd.exec(5)).
             protect_home="read-only" if any(_under_home(path) for path in writable) else "yes",
             user_mode=options.user_mode,
@@ -104,7 +127,9 @@ def renew_certificate(
     tls: TLSConfig, force: bool = False, now: datetime.datetime | None = None
 ) -> tuple[bool, str]:
     """Re-issue ``tls.cert`` and ``tls.key`` (and the chain for a CA) when due; returns
-    ``(renewed, one-line report)``. A new key every time, of the current key's type."""
+    ``(renewed, one-line report)``. A new key every time, of the current key's type, encrypted
+    with the key's passphrase when there is one. The passphrases are read, and an encrypted key
+    without one refused, on every run: a timer that will fail when it is due fails today."""
     from cpsysd import certfiles
     from cpsysd.tls import Certificate, KeyType
     from cpsysd.tlscert import key_type_of, utc_now
@@ -113,12 +138,13 @@ def renew_certificate(
     chain_path = _chain_path(tls)
     for path in (cert_path, key_path, *([Path(chain_path)] if chain_path else [])):
         certfiles.sweep_stale_staging(path)  # a killed earlier run's; also when not due
+    passphrase, ca_passphrase = _passphrases(tls)
     current = None
     if cert_path.exists():
         current = Certificate.list_from_pem(cert_path.read_bytes(), str(cert_path))[0]
         left = current.not_after - (now or utc_now())
         due = left <= datetime.timedelta(days=tls.renew_days)
-        if not force and not due and _key_matches(key_path, current):
+        if not force and not due and _key_matches(key_path, current, passphrase):
             return False, (
                 f"{cert_path}: not due, expires {current.not_after:%Y-%m-%d} ({left.days} days "
                 f"left; renewal {tls.renew_days} days before)"
@@ -140,23 +166,81 @@ def renew_certificate(
             hosts,
             key_type,
             days,
+            passphrase=passphrase,
+            ca_passphrase=ca_passphrase,
             force=True,
             chain=Path(chain) if chain else None,
         )
     else:
-        leaf = certfiles.make_self_signed(cert_path, key_path, hosts, key_type, days, force=True)
+        leaf = certfiles.make_self_signed(
+            cert_path, key_path, hosts, key_type, days, passphrase=passphrase, force=True
+        )
     return True, f"renewed {cert_path}: {certfiles.summary(leaf.certificate)}"
 
 
-def _key_matches(key_path: Path, cert: Certificate) -> bool:
+def _read_passphrase(path: str | None, credential: str) -> bytes | None:
+    """The credential ``credential`` when the job runs in NAME-cert-renew.service (it has
+    ``LoadCredential=``), else the file ``path`` (``cpsysd cert renew`` run by hand); None
+    when there is neither."""
+    from cpsysd.certfiles import read_passphrase
+
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if directory and os.path.isfile(os.path.join(directory, credential)):
+        return read_passphrase(credential=credential)
+    return read_passphrase(path) if path else None
+
+
+def _encrypted(path: Path) -> bool:
+    """Whether a PEM key file is encrypted (PKCS#8 ``ENCRYPTED PRIVATE KEY`` or the
+    traditional ``Proc-Type: 4,ENCRYPTED``); False when it is missing or unreadable."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        return False
+    marks = (b"-----BEGIN ENCRYPTED ", b"Proc-Type: 4,ENCRYPTED")
+    return any(line.startswith(marks) for line in lines)
+
+
+def _passphrases(tls: TLSConfig) -> tuple[bytes | None, bytes | None]:
+    """``(key passphrase, CA key passphrase)``. Refuses to go on without a passphrase for an
+    encrypted key (the renewal would write the new key unencrypted) or an encrypted CA key."""
+    from cpsysd.certfiles import CA_KEY_NAME
+    from cpsysd.render import CREDENTIAL_CA_PASSPHRASE, CREDENTIAL_PASSPHRASE
+
+    passphrase = _read_passphrase(tls.passphrase_file, CREDENTIAL_PASSPHRASE)
+    if passphrase is None and _encrypted(Path(tls.key)):
+        raise TLSError(
+            f"{tls.key} is encrypted, and a renewal would write the new key unencrypted",
+            "set [tls] passphrase_file to the file holding its passphrase",
+        )
+    if passphrase is not None and passphrase.rstrip(b"\r\n") != passphrase:
+        # The app drops every trailing line break (cpsysd.runtime.tls); a key encrypted with
+        # them would not open there.
+        raise TLSError(
+            "the key passphrase ends with more than one line break",
+            "end the passphrase file with at most one newline",
+        )
+    ca_passphrase = None
+    if tls.ca_dir:
+        ca_passphrase = _read_passphrase(tls.ca_passphrase_file, CREDENTIAL_CA_PASSPHRASE)
+        ca_key = Path(tls.ca_dir) / CA_KEY_NAME
+        if ca_passphrase is None and _encrypted(ca_key):
+            raise TLSError(
+                f"the CA key {ca_key} is encrypted",
+                "set [tls] ca_passphrase_file to the file holding its passphrase",
+            )
+    return passphrase, ca_passphrase
+
+
+def _key_matches(key_path: Path, cert: Certificate, passphrase: bytes | None = None) -> bool:
     """False when the key is missing or is not the certificate's: a run killed between the
     key's and the certificate's rename leaves a new key beside the old certificate, which the
-    app cannot load, so renewing then repairs the pair. A key that cannot be read without a
-    passphrase counts as matching (it cannot be checked here)."""
+    app cannot load, so renewing then repairs the pair. A key that cannot be read (with
+    ``passphrase``, if any) counts as matching: it cannot be checked here."""
     from cpsysd.tls import PrivateKey
 
     try:
-        key = PrivateKey.from_pem(key_path.read_bytes(), source=str(key_path))
+        key = PrivateKey.from_pem(key_path.read_bytes(), passphrase, source=str(key_path))
     except FileNotFoundError:
         return False
     except (OSError, TLSError):

@@ -25,13 +25,15 @@ from pathlib import Path
 
 import pytest
 
+from cpsysd.certfiles import create_ca
 from cpsysd.render import RenderOptions, render_units
 from cpsysd.spec import parse_spec
-from cpsysd.tls import self_signed_cert
+from cpsysd.tls import KeyType, PrivateKey, self_signed_cert
 from tests import unitparse as up
 from tests.conftest import EXAMPLE, free_port
 
 PASSPHRASE = b"correct horse battery staple 7f3a"
+CA_PASSPHRASE = b"the CA key's own passphrase, 2b9e"
 
 
 @dataclass
@@ -39,7 +41,13 @@ class Secrets:
     cert: Path
     key: Path  # encrypted with PASSPHRASE
     passphrase: Path
-    needles: list[bytes]  # what must never show up: the key's base64 lines, the passphrase
+    ca_passphrase: Path  # of an encrypted local CA key, for the renewal job
+    needles: list[bytes]  # what must never show up: the key's base64 lines, the passphrases
+
+    def key_lines(self, *pems: bytes) -> None:
+        """Add the base64 lines of more keys (e.g. a renewed one) to the needles."""
+        lines = [line for pem in pems for line in pem.splitlines()]
+        self.needles += [line for line in lines if len(line) >= 40 and b"-----" not in line]
 
     def leaked(self, data: bytes) -> list[bytes]:
         return [needle for needle in self.needles if needle in data]
@@ -57,10 +65,12 @@ def secrets(tmp_path: Path) -> Secrets:
     key.write_bytes(leaf.private_key_pem(PASSPHRASE).bytes())
     phrase.touch(mode=0o600)
     phrase.write_bytes(PASSPHRASE + b"\n")
-    plain = leaf.private_key_pem().bytes()  # the unencrypted form must not appear either
-    lines = [line for pem in (plain, key.read_bytes()) for line in pem.splitlines()]
-    needles = [line for line in lines if len(line) >= 40 and b"-----" not in line]
-    return Secrets(cert, key, phrase, [PASSPHRASE, PASSPHRASE[:12], *needles])
+    ca_phrase = directory / "tls-ca-passphrase"
+    ca_phrase.touch(mode=0o600)
+    ca_phrase.write_bytes(CA_PASSPHRASE + b"\n")
+    found = Secrets(cert, key, phrase, ca_phrase, [PASSPHRASE, PASSPHRASE[:12], CA_PASSPHRASE[:14]])
+    found.key_lines(leaf.private_key_pem().bytes(), key.read_bytes())  # plain form too
+    return found
 
 
 def test_units_name_key_files_only_in_load_credential(secrets: Secrets) -> None:
@@ -69,19 +79,40 @@ def test_units_name_key_files_only_in_load_credential(secrets: Secrets) -> None:
         "entry": "app:Root",
         "python": "/usr/bin/python3",
         "listen": ["443=https"],
-        "tls": {"cert": str(secrets.cert), "key": str(secrets.key), "renew_days": 30},
+        "tls": {
+            "cert": str(secrets.cert),
+            "key": str(secrets.key),
+            "renew_days": 30,
+            "ca_dir": "/etc/cpsysd/ca",
+            "passphrase_file": str(secrets.passphrase),
+            "ca_passphrase_file": str(secrets.ca_passphrase),
+        },
         "environment": {"A": "1"},
     }
     units = render_units(parse_spec(table, "/srv"), RenderOptions("/var/lib/cpsysd/app.toml"))
+    assert set(units) == {"app.service", "app.socket", "app-cert-renew.service"} | {
+        "app-cert-renew.timer"
+    }
+    # Each secret file is named only as a credential, and only where it is needed.
+    needs = {
+        "app.service": {"tls-key": secrets.key, "tls-key-passphrase": secrets.passphrase},
+        "app-cert-renew.service": {
+            "tls-key-passphrase": secrets.passphrase,
+            "tls-ca-passphrase": secrets.ca_passphrase,
+        },
+    }
+    secret_files = (secrets.key, secrets.passphrase, secrets.ca_passphrase)
     for name, text in units.items():
         assert secrets.leaked(text.encode()) == [], name
         unit = up.parse_unit(text, name.rsplit(".", 1)[1])
+        named = {}
         for assignment in unit.assignments:
-            if str(secrets.key) in assignment.value:
-                assert (assignment.key, assignment.value) == (
-                    "LoadCredential",
-                    f"tls-key:{secrets.key}",
-                ), name
+            for path in secret_files:
+                if str(path) in assignment.value:
+                    assert assignment.key == "LoadCredential", (name, assignment.key)
+                    credential, source = up.split_load_credential(assignment.value)
+                    named[credential] = Path(source)
+        assert named == needs.get(name, {}), name
         for line in unit.values("Service", "Environment"):
             assert "KEY" not in line.upper(), line
             assert "PASS" not in line.upper(), line
@@ -126,6 +157,42 @@ def test_cert_commands_print_no_secret(tmp_path: Path, secrets: Secrets) -> None
     assert checked.stderr.count(b"\n") == 1, checked.stderr
     assert b"not the passphrase" not in checked.stderr + checked.stdout
     assert not any(line in checked.stderr + checked.stdout for line in body)
+
+
+def test_cert_renew_prints_no_secret(tmp_path: Path, secrets: Secrets) -> None:
+    """``cpsysd cert renew`` of an encrypted key from a CA with an encrypted key: neither
+    passphrase nor any key line in its output, and a wrong CA passphrase is one line."""
+    ca_dir = tmp_path / "ca"
+    create_ca(ca_dir, KeyType.EC_P256, 365, CA_PASSPHRASE)
+    secrets.key_lines((ca_dir / "ca.key").read_bytes())
+    description = tmp_path / "app.toml"
+
+    def describe(ca_passphrase: Path) -> None:
+        description.write_text(
+            'name = "app"\nentry = "app:Root"\nlisten = ["443=https"]\n[tls]\n'
+            f'cert = "{secrets.cert}"\nkey = "{secrets.key}"\nrenew_days = 30\n'
+            f'hosts = ["localhost"]\nca_dir = "{ca_dir}"\n'
+            f'passphrase_file = "{secrets.passphrase}"\nca_passphrase_file = "{ca_passphrase}"\n'
+        )
+
+    renew = [sys.executable, "-m", "cpsysd", "cert", "renew", "-c", str(description)]
+    renew += ["--force", "--no-restart"]
+    describe(secrets.ca_passphrase)
+    done = subprocess.run(renew, capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr
+    renewed = secrets.key.read_bytes()
+    assert renewed.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    secrets.key_lines(renewed, PrivateKey.from_pem(renewed, PASSPHRASE).pem().bytes())
+    assert secrets.leaked(done.stdout + done.stderr) == []
+    wrong = tmp_path / "wrong"
+    wrong.write_bytes(b"not the CA passphrase 55aa\n")
+    describe(wrong)
+    failed = subprocess.run(renew, capture_output=True, check=False)
+    assert failed.returncode != 0
+    assert failed.stderr.count(b"\n") == 1, failed.stderr
+    assert b"wrong passphrase" in failed.stderr
+    assert secrets.leaked(failed.stdout + failed.stderr) == []
+    assert b"not the CA" not in failed.stdout + failed.stderr
 
 
 # --- a running cpsysd serve with TLS ----------------------------------------------------------

@@ -363,6 +363,12 @@ def check_renew(spec: AppSpec, opts: RenderOptions, units: dict[str, str]) -> in
         for line in service.values("Service", "ReadWritePaths")
         for word in up.split_words(up.resolve_specifiers(line), Extract.UNQUOTE | Extract.CUNESCAPE)
     ]
+    creds = [("tls-key-passphrase", spec.tls.passphrase_file)] if spec.tls.passphrase_file else []
+    if spec.tls.ca_passphrase_file:
+        assert spec.tls.ca_dir is not None  # refused without one
+        creds += [("tls-ca-passphrase", spec.tls.ca_passphrase_file)]
+    got = [up.split_load_credential(v) for v in service.values("Service", "LoadCredential")]
+    assert got == creds  # the passphrases only, never the key (it is written, not read)
     paths = [spec.tls.cert, spec.tls.key] + ([spec.tls.chain] if spec.tls.chain else [])
     if opts.user_mode:
         assert writable == []

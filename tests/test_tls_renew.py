@@ -264,6 +264,198 @@ def test_cert_renew_command(tmp_path: Path) -> None:
     assert failed.stderr == f"cpsysd: error: {no_tls} has no [tls] table (nothing to renew)\n"
 
 
+# --- encrypted keys: the renewed key stays encrypted, an encrypted CA key can be used ------------
+
+KEY_PASSPHRASE = b"renewal keeps this key locked 5e1d"
+CA_PASSPHRASE = b"the local CA's own secret 77b0"
+
+
+def _openssl_opens(key: Path, passphrase_file: Path | None) -> bool:
+    argv = ["openssl", "pkey", "-in", str(key), "-noout"]
+    argv += ["-passin", f"file:{passphrase_file}" if passphrase_file else "pass:"]
+    return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+
+def _assert_locked(key: Path, passphrase: Path) -> None:
+    """The key is encrypted with exactly the passphrase in ``passphrase`` (as cryptography and
+    openssl read it), and mode 0600."""
+    data = key.read_bytes()
+    assert data.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    with pytest.raises(TLSError, match="the private key is encrypted"):
+        tls.PrivateKey.from_pem(data)
+    with pytest.raises(TLSError, match="wrong passphrase"):
+        tls.PrivateKey.from_pem(data, b"not the passphrase")
+    tls.PrivateKey.from_pem(data, passphrase.read_bytes().removesuffix(b"\n"))
+    assert _openssl_opens(key, passphrase)
+    assert not _openssl_opens(key, None)
+    assert key.stat().st_mode & 0o777 == 0o600
+
+
+def _secret_file(path: Path, secret: bytes) -> Path:
+    path.touch(mode=0o600)
+    path.write_bytes(secret + b"\n")
+    return path
+
+
+def _locked_pair(
+    tmp_path: Path, days_left: int, ca: tls.CertificateAuthority | None = None
+) -> None:
+    """app.pem expiring in ``days_left`` days, app.key encrypted with KEY_PASSPHRASE."""
+    _expiring(tmp_path / "app.pem", tmp_path / "app.key", days_left, "app.test", ca=ca)
+    key = tls.PrivateKey.from_pem((tmp_path / "app.key").read_bytes())
+    (tmp_path / "app.key").write_bytes(key.pem(KEY_PASSPHRASE).bytes())
+
+
+def _encrypted_ca(tmp_path: Path) -> tls.CertificateAuthority:
+    return certfiles.create_ca(tmp_path / "ca", tls.KeyType.EC_P256, 365, CA_PASSPHRASE)
+
+
+def test_renew_keeps_the_self_signed_key_encrypted(tmp_path: Path) -> None:
+    phrase = _secret_file(tmp_path / "key.pass", KEY_PASSPHRASE)
+    config = _tls_config(tmp_path, passphrase_file=str(phrase))
+    _locked_pair(tmp_path, 5)
+    old = (tmp_path / "app.key").read_bytes()
+    assert renew.renew_certificate(config)[0]
+    assert (tmp_path / "app.key").read_bytes() != old
+    _assert_locked(tmp_path / "app.key", phrase)
+    assert "app.key matches" in certfiles.check_certificate(
+        tmp_path / "app.pem", tmp_path / "app.key", passphrase=KEY_PASSPHRASE
+    )
+    # Not due now; with the passphrase it can tell that key and certificate still match.
+    renewed, report = renew.renew_certificate(config)
+    assert (renewed, "not due" in report) == (False, True)
+
+
+def test_renew_from_a_ca_with_an_encrypted_key(tmp_path: Path) -> None:
+    ca = _encrypted_ca(tmp_path)
+    phrase = _secret_file(tmp_path / "key.pass", KEY_PASSPHRASE)
+    ca_phrase = _secret_file(tmp_path / "ca.pass", CA_PASSPHRASE)
+    _locked_pair(tmp_path, 5, ca=ca)
+    config = _tls_config(
+        tmp_path,
+        ca_dir=str(tmp_path / "ca"),
+        passphrase_file=str(phrase),
+        ca_passphrase_file=str(ca_phrase),
+    )
+    renewed, report = renew.renew_certificate(config)
+    assert renewed, report
+    _assert_locked(tmp_path / "app.key", phrase)
+    assert "chain verifies" in certfiles.check_certificate(
+        tmp_path / "app.pem",
+        tmp_path / "app.key",
+        tmp_path / "ca/ca.pem",
+        passphrase=KEY_PASSPHRASE,
+    )
+    _assert_locked(tmp_path / "ca/ca.key", ca_phrase)  # the CA's key is read, never rewritten
+
+
+def test_under_the_unit_the_passphrases_come_from_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In NAME-cert-renew.service the passphrases are the LoadCredential= copies; the files the
+    description names need not be visible to the sandboxed job at all."""
+    ca = _encrypted_ca(tmp_path)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    phrase = _secret_file(credentials / "tls-key-passphrase", KEY_PASSPHRASE)
+    _secret_file(credentials / "tls-ca-passphrase", CA_PASSPHRASE)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    _locked_pair(tmp_path, 5, ca=ca)
+    hidden = str(tmp_path / "hidden" / "pass")  # does not exist
+    config = _tls_config(
+        tmp_path, ca_dir=str(tmp_path / "ca"), passphrase_file=hidden, ca_passphrase_file=hidden
+    )
+    assert renew.renew_certificate(config)[0]
+    _assert_locked(tmp_path / "app.key", phrase)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")  # by hand: the files, which are missing here
+    with pytest.raises(TLSError, match=r"passphrase file .*hidden/pass does not exist"):
+        renew.renew_certificate(config, force=True)
+
+
+def _files(tmp_path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_an_encrypted_key_without_its_passphrase_is_refused(tmp_path: Path, force: bool) -> None:
+    _locked_pair(tmp_path, 5)
+    before = _files(tmp_path)
+    with pytest.raises(TLSError) as caught:
+        renew.renew_certificate(_tls_config(tmp_path), force=force)
+    line = caught.value.one_line()
+    assert "app.key is encrypted, and a renewal would write the new key unencrypted" in line
+    assert "set [tls] passphrase_file" in line
+    assert _files(tmp_path) == before
+
+
+def test_an_encrypted_ca_key_without_its_passphrase_is_refused(tmp_path: Path) -> None:
+    ca = _encrypted_ca(tmp_path)
+    _expiring(tmp_path / "app.pem", tmp_path / "app.key", 50, "app.test", ca=ca)
+    wrong = _secret_file(tmp_path / "wrong.pass", b"not the CA passphrase")
+    before = _files(tmp_path)
+    config = _tls_config(tmp_path, ca_dir=str(tmp_path / "ca"))
+    with pytest.raises(TLSError) as caught:  # refused while not due yet: the timer fails early
+        renew.renew_certificate(config)
+    assert caught.value.one_line() == (
+        f"the CA key {tmp_path}/ca/ca.key is encrypted "
+        "(set [tls] ca_passphrase_file to the file holding its passphrase)"
+    )
+    config = _tls_config(tmp_path, ca_dir=str(tmp_path / "ca"), ca_passphrase_file=str(wrong))
+    with pytest.raises(TLSError, match="wrong passphrase") as caught:
+        renew.renew_certificate(config, force=True)
+    assert b"not the CA" not in caught.value.one_line().encode()
+    assert _files(tmp_path) == before
+
+
+def test_a_passphrase_the_app_would_read_differently_is_refused(tmp_path: Path) -> None:
+    """The app drops every trailing line break; `cert` commands drop one. A key encrypted with
+    the rest would not open in the app, so the renewal stops before writing it."""
+    phrase = tmp_path / "key.pass"
+    phrase.write_bytes(KEY_PASSPHRASE + b"\n\n")
+    _locked_pair(tmp_path, 5)
+    before = _files(tmp_path)
+    with pytest.raises(TLSError, match="more than one line break"):
+        renew.renew_certificate(_tls_config(tmp_path, passphrase_file=str(phrase)))
+    assert _files(tmp_path) == before
+
+
+def test_the_renewal_service_gets_the_passphrases_as_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    locked = {**TLS, "passphrase_file": "/etc/cpsysd/tls/app.pass", "ca_passphrase_file": "ca.pass"}
+    spec = spec_of(tls=locked)
+    assert spec.tls is not None
+    assert spec.tls.ca_passphrase_file == "/srv/app/ca.pass"
+    units = render_units(spec, OPTIONS)
+    renewal = directives(units["app-cert-renew.service"])
+    assert [value for key, value in renewal if key == "LoadCredential"] == [
+        "tls-key-passphrase:/etc/cpsysd/tls/app.pass",
+        "tls-ca-passphrase:/srv/app/ca.pass",
+    ]
+    assert not [key for key, _ in renewal if key.startswith("Environment")]
+    assert ("ExecStart", f"{sys.executable} -m cpsysd cert renew -c /var/lib/cpsysd/app.toml") in (
+        renewal
+    )
+    app = [value for key, value in directives(units["app.service"]) if key == "LoadCredential"]
+    assert "tls-key-passphrase:/etc/cpsysd/tls/app.pass" in app
+    assert not [value for value in app if "ca" in value.split(":", 1)[0]]  # the app never
+    result = analyze(units, tmp_path)
+    assert (result.returncode, result.stderr) == (0, "")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    user_units = render_units(spec, RenderOptions("/home/u/.local/state/cpsysd/app.toml", True))
+    assert (
+        directives(user_units["app-cert-renew.service"]).count(
+            ("LoadCredential", "tls-ca-passphrase:/srv/app/ca.pass")
+        )
+        == 1
+    )
+    (tmp_path / "user").mkdir()
+    result = analyze(user_units, tmp_path / "user", "--user")
+    assert (result.returncode, result.stderr) == (0, "")
+    plain = render_units(spec_of(tls=TLS), OPTIONS)["app-cert-renew.service"]
+    assert "LoadCredential" not in dict(directives(plain))
+
+
 def test_ca_passphrase_file_needs_ca_dir() -> None:
     without_ca = {k: v for k, v in TLS.items() if k != "ca_dir"}
     with pytest.raises(SpecError) as caught:
@@ -276,3 +468,23 @@ def test_ca_passphrase_file_needs_ca_dir() -> None:
     with pytest.raises(SpecError, match="contains ' '") as caught:
         spec_of(tls={**TLS, "ca_passphrase_file": "/etc/a b"})
     assert caught.value.field == "tls.ca_passphrase_file"
+
+
+def test_cert_renew_command_with_encrypted_key_and_ca(tmp_path: Path) -> None:
+    ca = _encrypted_ca(tmp_path)
+    _secret_file(tmp_path / "key.pass", KEY_PASSPHRASE)
+    _secret_file(tmp_path / "ca" / "pass", CA_PASSPHRASE)
+    _locked_pair(tmp_path, 3, ca=ca)
+    description = tmp_path / "app.toml"
+    description.write_text(
+        'name = "app"\nentry = "app:Root"\nlisten = ["8443=https"]\n'
+        '[tls]\ncert = "app.pem"\nkey = "app.key"\nrenew_days = 30\nhosts = ["localhost"]\n'
+        'ca_dir = "ca"\npassphrase_file = "key.pass"\nca_passphrase_file = "ca/pass"\n'
+    )
+    command = [sys.executable, "-m", "cpsysd", "cert", "renew", "-c", str(description)]
+    done = subprocess.run([*command, "--no-restart"], capture_output=True, check=False)
+    assert (done.returncode, done.stderr) == (0, b""), done.stderr
+    assert done.stdout.startswith(f"renewed {tmp_path}/app.pem".encode())
+    _assert_locked(tmp_path / "app.key", tmp_path / "key.pass")
+    for secret in (KEY_PASSPHRASE, CA_PASSPHRASE):
+        assert secret not in done.stdout
