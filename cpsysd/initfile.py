@@ -88,6 +88,12 @@ def render_init(request: InitRequest) -> str:
             "[tls]                                    # passed to the service with LoadCredential=",
             _line("cert", request.tls_cert or "", "certificate (chain) PEM"),
             _line("key", request.tls_key or "", "private key PEM (0600)"),
+            _line("chain", "/etc/cpsysd/tls/chain.pem", "intermediate certificates", False),
+            _line("passphrase_file", "/root/tls.pass", "for an encrypted key", False),
+            _line("renew_days", 30, "re-issue this many days before expiry (a timer)", False),
+            _line("hosts", ["localhost"], "names to renew for (default: the certificate's)", False),
+            _line("ca_dir", "/etc/cpsysd/ca", "renew from this CA (default: self-signed)", False),
+            _line("ca_passphrase_file", "/root/ca.pass", "for an encrypted CA key", False),
         ]
     return "\n".join(lines) + "\n"
 

@@ -294,7 +294,9 @@ def renew(
     ),
 ) -> None:
     """Re-issue the app's certificate (from [tls] ca_dir, or self-signed) for [tls] hosts when
-    it expires within [tls] renew_days; run by NAME-cert-renew.timer."""
+    it expires within [tls] renew_days; run by NAME-cert-renew.timer. An encrypted key stays
+    encrypted ([tls] passphrase_file); an encrypted CA key opens with [tls] ca_passphrase_file
+    (under the timer's service both are the credentials tls-key-passphrase, tls-ca-passphrase)."""
     from cpsysd import renew as renewing
 
     typer.echo(

@@ -1,0 +1,25 @@
+"""``cpsysd init``'s commented template (cpsysd.initfile), beyond what the CLI tests drive."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+
+from cpsysd.initfile import InitRequest, render_init
+from cpsysd.spec import parse_spec
+from cpsysd.specmodel import TLSConfig
+
+
+def test_every_tls_field_is_in_the_template_and_parses_uncommented() -> None:
+    text = render_init(InitRequest("app", "app:Root", tls_cert="c.pem", tls_key="k.pem"))
+    section = text.split("\n[tls]", 1)[1]
+    uncommented = "\n".join(line.removeprefix("# ") for line in section.splitlines())
+    table = tomllib.loads(uncommented)
+    assert set(table) == {field.name for field in dataclasses.fields(TLSConfig)}
+    spec = parse_spec(
+        {"name": "app", "entry": "app:Root", "listen": ["8443=https"], "tls": table}, "/srv/app"
+    )
+    assert spec.tls is not None
+    assert spec.tls.ca_passphrase_file == "/root/ca.pass"
+    assert spec.tls.cert == "/srv/app/c.pem"
+    assert tomllib.loads(text)["tls"] == {"cert": "c.pem", "key": "k.pem"}  # the rest commented
