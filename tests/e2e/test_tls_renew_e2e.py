@@ -1,6 +1,8 @@
 """The certificate renewal timer under a real systemd (cpsysd.harness): cpsysd install enables
 NAME-cert-renew.timer; its sandboxed service re-issues an expiring certificate from the local
-CA, restarts the app, and the app then serves the new certificate; a second run does nothing."""
+CA, restarts the app, and the app then serves the new certificate; a second run does nothing.
+With an encrypted key and a CA whose key is encrypted, the job gets both passphrases as
+credentials and the new key is encrypted again."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import pytest
 
 from cpsysd.harness import Container
 from cpsysd.spec import Listener, TLSConfig, load_spec
-from cpsysd.tls import CertificateAuthority
+from cpsysd.tls import Certificate, CertificateAuthority, PrivateKey
 from cpsysd.tomlwrite import spec_to_toml
 from tests.conftest import EXAMPLE
+from tests.e2e.e2etools import example_spec, install_app
 
 pytestmark = pytest.mark.e2e
 
@@ -130,3 +133,93 @@ def test_renewal_timer_reissues_and_the_app_serves_the_new_certificate(box: Cont
     assert "not due" in reports[-1], reports
     assert main_pid(box) == pid
     assert served_serial(box) == after
+
+
+KEY_PASSPHRASE = "e2e key passphrase 9d1c, kept through renewal"
+CA_PASSPHRASE = "e2e CA passphrase 03fa, for the renewal job only"
+
+
+def test_renewal_keeps_an_encrypted_key_encrypted_and_opens_an_encrypted_ca(
+    box: Container,
+) -> None:
+    """Passphrases under /root, which ProtectHome=yes hides from both services: they can only
+    arrive as credentials, read by systemd before the sandbox exists."""
+    python = box.provision_cpsysd()
+    box.write_file("/root/hello.pass", KEY_PASSPHRASE + "\n", 0o600)
+    box.write_file("/root/ca.pass", CA_PASSPHRASE + "\n", 0o600)
+    box.run(
+        [
+            python,
+            "-m",
+            "cpsysd",
+            "cert",
+            "ca",
+            "--dir",
+            CA_DIR,
+            "--passphrase-file",
+            "/root/ca.pass",
+        ]
+    )
+    ca_key = box.sh(f"cat {CA_DIR}/ca.key").stdout.encode()
+    assert ca_key.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    ca = CertificateAuthority.from_pem(
+        box.read_file(f"{CA_DIR}/ca.pem").encode(), ca_key, CA_PASSPHRASE.encode()
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    old = ca.issue_leaf_cert(
+        "localhost", validity=(now - datetime.timedelta(days=85), now + datetime.timedelta(days=5))
+    )
+    old_key = old.private_key_pem(KEY_PASSPHRASE.encode()).bytes()
+    box.run(["mkdir", "-p", "-m", "0755", TLS_DIR])
+    box.write_file(f"{TLS_DIR}/hello.crt", old.cert_pem.bytes().decode())
+    box.write_file(f"{TLS_DIR}/hello.key", old_key.decode(), 0o600)
+    tls = TLSConfig(
+        cert=f"{TLS_DIR}/hello.crt",
+        key=f"{TLS_DIR}/hello.key",
+        renew_days=30,
+        ca_dir=CA_DIR,
+        hosts=("localhost", "127.0.0.1"),
+        passphrase_file="/root/hello.pass",
+        ca_passphrase_file="/root/ca.pass",
+    )
+    install_app(box, example_spec(listeners=(Listener("https", True, port=443),), tls=tls))
+    before = served_serial(box)  # the app opened the encrypted key with its credential
+    assert before == old.certificate.x509.serial_number
+    app_credentials = box.run(["ls", "/run/credentials/hello.service"]).stdout.split()
+    assert sorted(app_credentials) == ["tls-cert", "tls-key", "tls-key-passphrase"]  # no CA's
+
+    box.run(["systemctl", "start", "hello-cert-renew.service"])
+    result = box.run(["systemctl", "show", "-p", "Result", "--value", "hello-cert-renew.service"])
+    assert result.stdout.strip() == "success", box.journal("hello-cert-renew.service")
+    log = box.journal("hello-cert-renew.service")
+    assert re.search(r"renewed /etc/cpsysd/tls/hello.crt: .*; restarted hello.service", log), log
+
+    after = served_serial(box)
+    assert after != before
+    on_disk = Certificate.list_from_pem(box.read_file(f"{TLS_DIR}/hello.crt").encode())[0]
+    assert after == on_disk.x509.serial_number
+    new_key = box.sh(f"cat {TLS_DIR}/hello.key").stdout.encode()
+    assert new_key != old_key
+    assert new_key.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert box.run(["stat", "-c", "%a %U", f"{TLS_DIR}/hello.key"]).stdout == "600 root\n"
+    opens = ["openssl", "pkey", "-in", f"{TLS_DIR}/hello.key", "-noout", "-passin"]
+    assert box.run([*opens, "file:/root/hello.pass"], check=False).returncode == 0
+    assert box.run([*opens, "pass:"], check=False).returncode != 0
+    assert PrivateKey.from_pem(new_key, KEY_PASSPHRASE.encode()).matches(on_disk)
+    assert box.sh(f"cat {CA_DIR}/ca.key").stdout.encode() == ca_key  # read, never rewritten
+
+    # Neither passphrase nor any line of a key, encrypted or not, shows up anywhere.
+    needles = [KEY_PASSPHRASE, CA_PASSPHRASE, KEY_PASSPHRASE[:14], CA_PASSPHRASE[:14]]
+    plain = PrivateKey.from_pem(new_key, KEY_PASSPHRASE.encode()).pem().bytes()
+    for pem in (new_key, plain, old_key, old.private_key_pem().bytes(), ca_key):
+        needles += [ln.decode() for ln in pem.splitlines() if len(ln) >= 40 and b"--" not in ln]
+    units = ["hello.service", "hello-cert-renew.service", "hello-cert-renew.timer"]
+    views = {
+        "journal": box.run(["journalctl", "--no-pager", "-o", "export"]).stdout,
+        "show": box.run(["systemctl", "show", *units]).stdout,
+        "units": box.run(["systemctl", "cat", *units]).stdout,
+    }
+    assert "renewed /etc/cpsysd/tls/hello.crt" in views["journal"]
+    for where, text in views.items():
+        leaked = [needle for needle in needles if needle in text]
+        assert leaked == [], f"{where} shows secret material"
