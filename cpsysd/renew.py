@@ -213,13 +213,6 @@ def _passphrases(tls: TLSConfig) -> tuple[bytes | None, bytes | None]:
             f"{tls.key} is encrypted, and a renewal would write the new key unencrypted",
             "set [tls] passphrase_file to the file holding its passphrase",
         )
-    if passphrase is not None and passphrase.rstrip(b"\r\n") != passphrase:
-        # The app drops every trailing line break (cpsysd.runtime.tls); a key encrypted with
-        # them would not open there.
-        raise TLSError(
-            "the key passphrase ends with more than one line break",
-            "end the passphrase file with at most one newline",
-        )
     ca_passphrase = None
     if tls.ca_dir:
         ca_passphrase = _read_passphrase(tls.ca_passphrase_file, CREDENTIAL_CA_PASSPHRASE)

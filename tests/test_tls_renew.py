@@ -407,16 +407,29 @@ def test_an_encrypted_ca_key_without_its_passphrase_is_refused(tmp_path: Path) -
     assert _files(tmp_path) == before
 
 
-def test_a_passphrase_the_app_would_read_differently_is_refused(tmp_path: Path) -> None:
-    """The app drops every trailing line break; `cert` commands drop one. A key encrypted with
-    the rest would not open in the app, so the renewal stops before writing it."""
+@pytest.mark.parametrize("ending", [b"", b"\n", b"\r\n", b"\n\n"])
+def test_the_app_opens_the_renewed_key_with_the_same_passphrase_file(
+    tmp_path: Path, ending: bytes
+) -> None:
+    """`cert renew` and `cpsysd serve` read a passphrase file the same way (one trailing line
+    break dropped, whatever else it holds kept): the renewed key opens in the app's TLS set-up
+    with the very file it was renewed with, also outside systemd (no credentials)."""
+    from cpsysd.runtime import tls as runtime_tls
+
     phrase = tmp_path / "key.pass"
-    phrase.write_bytes(KEY_PASSPHRASE + b"\n\n")
+    phrase.write_bytes(KEY_PASSPHRASE + ending)
     _locked_pair(tmp_path, 5)
-    before = _files(tmp_path)
-    with pytest.raises(TLSError, match="more than one line break"):
-        renew.renew_certificate(_tls_config(tmp_path, passphrase_file=str(phrase)))
-    assert _files(tmp_path) == before
+    key = tls.PrivateKey.from_pem((tmp_path / "app.key").read_bytes(), KEY_PASSPHRASE)
+    kept = KEY_PASSPHRASE + ending.removesuffix(b"\n").removesuffix(b"\r")
+    (tmp_path / "app.key").write_bytes(key.pem(kept).bytes())
+    config = _tls_config(tmp_path, passphrase_file=str(phrase))
+    renewed, _ = renew.renew_certificate(config)
+    assert renewed
+    files = runtime_tls.tls_files(config)
+    assert files.passphrase == str(phrase)
+    assert not files.from_credentials
+    runtime_tls.server_context(files)  # raises TLSError on a wrong passphrase
+    tls.PrivateKey.from_pem((tmp_path / "app.key").read_bytes(), kept)
 
 
 def test_the_renewal_service_gets_the_passphrases_as_credentials(

@@ -75,7 +75,7 @@ def tls_files(tls: TLSConfig | None) -> TLSFiles:
             "a TLS listener needs a certificate, but the description has no [tls] table",
             'add [tls] cert = "..." key = "..." (cpsysd cert selfsigned makes them)',
         )
-    return TLSFiles(cert=tls.cert, key=tls.key, chain=tls.chain)
+    return TLSFiles(cert=tls.cert, key=tls.key, chain=tls.chain, passphrase=tls.passphrase_file)
 
 
 def _read(path: str, what: str) -> bytes:
@@ -101,16 +101,20 @@ def server_context(files: TLSFiles) -> ssl.SSLContext:
     pem = _read(files.cert, "certificate")
     if files.chain is not None:
         pem = pem.rstrip(b"\n") + b"\n" + _read(files.chain, "chain")
-    passphrase = (
-        _read(files.passphrase, "key passphrase").rstrip(b"\r\n") if files.passphrase else None
-    )
+    passphrase = None
+    if files.passphrase:
+        # One trailing line break is dropped, as `cpsysd cert` does when it encrypts the key
+        # (cpsysd.certfiles.read_passphrase): the same file must open the key in both.
+        data = _read(files.passphrase, "key passphrase")
+        passphrase = data.removesuffix(b"\n").removesuffix(b"\r")
     _read(files.key, "key")  # a clear message for a missing or unreadable key first
 
     def password() -> bytes:
         if passphrase is None:
             raise TLSError(
                 f"the TLS key {files.key} is encrypted",
-                f"pass its passphrase as the credential {CREDENTIAL_PASSPHRASE}",
+                f"pass its passphrase as the credential {CREDENTIAL_PASSPHRASE}"
+                " (or [tls] passphrase_file when not run by systemd)",
             )
         return passphrase
 
