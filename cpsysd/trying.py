@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from cpsysd.errors import CommandError, HarnessError
 from cpsysd.harness import Container, available, leftovers
 from cpsysd.harness_provision import AppInterpreter, Provisioned, ask_interpreter, provision_venv
-from cpsysd.spec import AppSpec, Listener, TLSConfig
+from cpsysd.spec import AppSpec, Listener
 from cpsysd.tomlwrite import spec_to_toml
 
 CONTAINER_DESCRIPTION_DIR = "/etc/cpsysd"
@@ -79,13 +79,14 @@ def container_spec(spec: AppSpec, python: str, files: _Files) -> AppSpec:
     /srv/NAME, every file it names at its copied location."""
     tls = spec.tls
     if tls is not None:
-        tls = TLSConfig(
+        tls = dataclasses.replace(  # every path field: a new one must be listed here too
+            tls,
             cert=files.inside(tls.cert),
             key=files.inside(tls.key),
             chain=files.maybe(tls.chain),
-            renew_days=tls.renew_days,
             ca_dir=files.maybe(tls.ca_dir),
-            hosts=tls.hosts,
+            passphrase_file=files.maybe(tls.passphrase_file),
+            ca_passphrase_file=files.maybe(tls.ca_passphrase_file),
         )
     return dataclasses.replace(
         spec,
