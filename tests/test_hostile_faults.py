@@ -237,31 +237,42 @@ def cert_state(directory: Path) -> tuple[bytes | None, bytes | None, bool | None
     if cert is None or key is None:
         return cert, key, None
     certificate = Certificate.list_from_pem(cert, "c.pem")[0]  # complete, or this raises
-    return cert, key, PrivateKey.from_pem(key, source="k.pem").matches(certificate)
+    passphrase = None
+    if (directory / "k.pass").exists():  # an encrypted key must stay encrypted at every step
+        assert b"ENCRYPTED PRIVATE KEY" in key, "the key lost its encryption"
+        passphrase = (directory / "k.pass").read_bytes().removesuffix(b"\n")
+    return cert, key, PrivateKey.from_pem(key, passphrase, source="k.pem").matches(certificate)
 
 
 def cert_command(action: str, directory: Path) -> list[str]:
-    if action == "renew":
+    if action.startswith("renew"):
         return cli("cert", "renew", "-c", str(directory / "app.toml"), "--no-restart")
     return cli("cert", "selfsigned", "--cert", "c.pem", "--key", "k.pem", "--force", "localhost")
 
 
-@pytest.mark.parametrize("action", ["selfsigned", "renew"])
+@pytest.mark.parametrize("action", ["selfsigned", "renew", "renew-encrypted"])
 def test_cert_killed_at_every_step(tmp_path: Path, action: str) -> None:
     """A key and its certificate are two files: a kill between their renames leaves a new key
     with the old certificate. Every file is whole and the key 0600 at every step, and the next
     ``cpsysd cert renew`` (run by the renewal timer) puts a matching pair back even though the
-    old certificate is not due."""
+    old certificate is not due. With an encrypted key the key on disk is encrypted with the
+    same passphrase at every step, the staged one included."""
 
     def fresh(name: str) -> Path:
         directory = tmp_path / name
         directory.mkdir()
         first = cli("cert", "selfsigned", "--cert", "c.pem", "--key", "k.pem", "localhost")
+        locked = ""
+        if action == "renew-encrypted":
+            (directory / "k.pass").write_bytes(b"kept through every kill 61c2\n")
+            first += ["--passphrase-file", "k.pass"]
+            locked = 'passphrase_file = "k.pass"\n'
         subprocess.run(first, cwd=directory, check=True, capture_output=True)
         for days, name in ((365, "app.toml"), (30, "due-later.toml")):
             (directory / name).write_text(
                 'name = "app"\nentry = "app:Root"\npython = "/usr/bin/python3"\n[tls]\n'
                 f'cert = "c.pem"\nkey = "k.pem"\nrenew_days = {days}\nhosts = ["localhost"]\n'
+                + locked
             )
         return directory
 
