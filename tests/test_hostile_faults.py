@@ -229,17 +229,18 @@ def cert_state(directory: Path) -> tuple[bytes | None, bytes | None, bool | None
     """(cert, key, key matches cert); every private key on disk must be 0600, even a staged one."""
     from cpsysd.tls import Certificate, PrivateKey
 
+    locked = (directory / "k.pass").exists()
     for path in directory.iterdir():
         if path.is_file() and b"PRIVATE KEY" in path.read_bytes():
             assert path.stat().st_mode & 0o077 == 0, f"{path.name} is readable by others"
+            assert not locked or b"ENCRYPTED" in path.read_bytes(), f"{path.name} is plain"
     cert = (directory / "c.pem").read_bytes() if (directory / "c.pem").exists() else None
     key = (directory / "k.pem").read_bytes() if (directory / "k.pem").exists() else None
     if cert is None or key is None:
         return cert, key, None
     certificate = Certificate.list_from_pem(cert, "c.pem")[0]  # complete, or this raises
     passphrase = None
-    if (directory / "k.pass").exists():  # an encrypted key must stay encrypted at every step
-        assert b"ENCRYPTED PRIVATE KEY" in key, "the key lost its encryption"
+    if locked:  # an encrypted key stays encrypted at every step (checked above)
         passphrase = (directory / "k.pass").read_bytes().removesuffix(b"\n")
     return cert, key, PrivateKey.from_pem(key, passphrase, source="k.pem").matches(certificate)
 
