@@ -60,10 +60,9 @@ def _start_engine() -> None:
         atexit.register(cherrypy.engine.exit)
 
 
-def load(path: str | os.PathLike[str], ports: Iterable[int] = ()) -> WSGIApp:
+def load(path: str | os.PathLike[str]) -> WSGIApp:
     """Load the app described by ``path`` and return the WSGI callable that serves it.
 
-    ``ports``: the ports the host server listens on, so ``vhosts`` also match ``Host: domain:PORT``.
     Loading the same description again returns the same callable. Raises CpsysdError.
     """
     from cpsysd.spec import load_spec
@@ -78,7 +77,7 @@ def load(path: str | os.PathLike[str], ports: Iterable[int] = ()) -> WSGIApp:
         from cpsysd.runtime.app import load_app
         from cpsysd.runtime.journal import AccessSink, use_journal
 
-        load_app(spec, AccessSink(spec.name, to_journal=use_journal()), list(ports))
+        load_app(spec, AccessSink(spec.name, to_journal=use_journal()))
         _start_engine()
         # cherrypy.tree dispatches to the app mounted (or grafted) at "" by load_app.
         app: WSGIApp = cherrypy.tree

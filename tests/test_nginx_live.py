@@ -57,7 +57,8 @@ def test_nginx_in_front_of_port_instances(tmp_path: Path) -> None:
     description = describe(
         tmp_path,
         f"127.0.0.1:{base}",
-        f'workers = {WORKERS}\nworker_mode = "ports"\n[vhosts]\n"api.example.test" = "/whoami"\n',
+        f'workers = {WORKERS}\nworker_mode = "ports"\n[vhosts]\n"api.example.test" = "/whoami"\n'
+        '"*.apis.example.test" = "/whoami"\n',
         listen=str(front),
         server_name='["www.example.test"]',
         static=f'{{ "/static" = "{static}" }}',
@@ -88,6 +89,10 @@ def test_nginx_in_front_of_port_instances(tmp_path: Path) -> None:
 
         status, _, body = http_get("127.0.0.1", front, "/", headers={"Host": "api.example.test"})
         assert (status, body[:7]) == (200, b'{"ip": ')  # VirtualHost: / of api is /whoami
+        status, _, body = http_get(
+            "127.0.0.1", front, "/", headers={"Host": "v2.apis.example.test"}
+        )
+        assert (status, body[:7]) == (200, b'{"ip": ')  # a wildcard server_name, and vhost
         status, _, body = http_get("127.0.0.1", front, "/", headers={"Host": "www.example.test"})
         assert (status, body[:5]) == (200, b"Hello")
     access = (tmp_path / "nginx" / "access.log").read_text()

@@ -88,7 +88,8 @@ def test_wsgi_callable_is_served_with_an_access_log(tmp_path: Path) -> None:
 def test_virtual_hosts_and_proxy_from_the_description(tmp_path: Path) -> None:
     port = free_port()
     extra = (
-        '[vhosts]\n"blog.example" = "/blog"\n"shop.example" = "/shop"\n\n'
+        '[vhosts]\n"blog.example" = "/blog"\n"shop.example" = "/shop"\n'
+        '"*.shops.example" = "/shop"\n"*.example" = "/blog"\n\n'
         '[nginx]\nserver_name = ["blog.example"]\n'
     )
     description = write_app(tmp_path / "app", [str(port)], app_source=VHOST_APP, extra=extra)
@@ -97,12 +98,23 @@ def test_virtual_hosts_and_proxy_from_the_description(tmp_path: Path) -> None:
         for host, expected in (
             (f"blog.example:{port}", b"blog"),
             ("shop.example", b"shop"),
-            (f"other.example:{port}", b"main"),
+            ("Shop.Example.:8443", b"shop"),  # case, trailing dot, any port: as nginx matches
+            ("a.b.shops.example", b"shop"),  # the longest wildcard wins over *.example
+            ("other.example", b"blog"),  # *.example
+            (f"other.test:{port}", b"main"),
+            ("shops.example", b"blog"),  # *.shops.example needs a label before it
         ):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
             conn.request("GET", "/", headers={"Host": host})
             assert conn.getresponse().read() == expected, host
             conn.close()
+        # Behind nginx (in the description) X-Forwarded-Host picks the virtual host.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        conn.request(
+            "GET", "/", headers={"Host": "other.test", "X-Forwarded-Host": "x.shops.example"}
+        )
+        assert conn.getresponse().read() == b"shop"
+        conn.close()
         # nginx in the description turns on tools.proxy: X-Forwarded-For is the client.
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
         conn.request("GET", "/whoami", headers={"X-Forwarded-For": "203.0.113.9"})
@@ -118,6 +130,18 @@ def test_without_nginx_forwarded_headers_are_not_trusted(tmp_path: Path) -> None
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
         conn.request("GET", "/whoami", headers={"X-Forwarded-For": "203.0.113.9"})
         assert conn.getresponse().read() == b"127.0.0.1"
+        conn.close()
+
+
+def test_without_nginx_forwarded_host_does_not_pick_the_virtual_host(tmp_path: Path) -> None:
+    port = free_port()
+    extra = '[vhosts]\n"blog.example" = "/blog"\n'
+    description = write_app(tmp_path / "app", [str(port)], app_source=VHOST_APP, extra=extra)
+    with running([*CPSYSD, "serve", "-c", str(description)], tmp_path / "serve.log"):
+        get_when_up(f"127.0.0.1:{port}", "/")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        conn.request("GET", "/", headers={"Host": "x.test", "X-Forwarded-Host": "blog.example"})
+        assert conn.getresponse().read() == b"main"
         conn.close()
 
 

@@ -150,7 +150,7 @@ def test_load_returns_one_callable_per_description(description: Path, tmp_path: 
 
 
 def test_vhosts_reach_the_app_through_wsgi(tmp_path: Path, port: int) -> None:
-    """The description's vhosts become CherryPy's VirtualHost dispatcher under gunicorn too."""
+    """The description's vhosts route by host under gunicorn too."""
     path = tmp_path / "hello.toml"
     path.write_text(
         f'name = "hello"\nentry = "hello:Root"\nworking_directory = "{REPO}/examples/hello"\n'

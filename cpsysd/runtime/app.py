@@ -8,9 +8,9 @@ callable is a WSGI application (grafted, with cpsysd's access log around it).
 The CherryPy config file (``spec.config``) is applied as ``cherrypy.quickstart`` does: its
 [global] section to ``cherrypy.config``, the rest to the app; :func:`reload_config` re-reads it on
 SIGHUP. Settings derived from the description come first, so the file can still override them:
-``spec.vhosts`` becomes a :func:`cherrypy.dispatch.VirtualHost` dispatcher (each domain also with
-the ports cpsysd listens on, since Host headers carry them), ``spec.nginx`` turns on
-``tools.proxy`` so the app sees the client address nginx forwards.
+``spec.vhosts`` becomes a virtual-host dispatcher (:mod:`cpsysd.runtime.vhosts`: CherryPy's
+VirtualHost with nginx's host matching, wildcards included), ``spec.nginx`` turns on
+``tools.proxy`` so the app sees the client address and host nginx forwards.
 """
 
 from __future__ import annotations
@@ -116,17 +116,15 @@ def detect_kind(obj: object, declared: Kind) -> Kind:
     )
 
 
-def derived_config(spec: AppSpec, ports: list[int]) -> dict[str, dict[str, Any]]:
+def derived_config(spec: AppSpec) -> dict[str, dict[str, Any]]:
     """App config from the description: VirtualHost dispatch and tools.proxy."""
     root: dict[str, Any] = {}
     if spec.vhosts:
-        domains: dict[str, str] = {}
-        for domain, prefix in spec.vhosts:
-            value = "" if prefix == "/" else prefix
-            domains[domain] = value
-            for port in ports:
-                domains[f"{domain}:{port}"] = value
-        root["request.dispatch"] = cherrypy.dispatch.VirtualHost(**domains)
+        from cpsysd.runtime.vhosts import vhost_dispatcher
+
+        root["request.dispatch"] = vhost_dispatcher(
+            spec.vhosts, trust_forwarded_host=spec.nginx is not None
+        )
     if spec.nginx is not None:
         root["tools.proxy.on"] = True
     return {"/": root} if root else {}
@@ -192,14 +190,14 @@ def _merge_app_config(
     app.namespaces(config.get("/", {}))
 
 
-def load_app(spec: AppSpec, sink: AccessSink, ports: list[int]) -> ServedApp:
+def load_app(spec: AppSpec, sink: AccessSink) -> ServedApp:
     """Import the entry point, apply the configs and mount it at ``/`` in ``cherrypy.tree``."""
     parsed = read_config_file(spec.config) if spec.config else None
     apply_global_config(spec, parsed)
     os.chdir(spec.working_directory)  # as WorkingDirectory= in the service: same relative paths
     obj = import_entry(spec)
     kind = detect_kind(obj, spec.kind)
-    derived = derived_config(spec, ports)
+    derived = derived_config(spec)
     if kind is Kind.WSGI:
         if spec.vhosts:
             raise CpsysdError(

@@ -169,8 +169,7 @@ def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> in
         from cpsysd.runtime import journal, plugins
 
         sink = journal.AccessSink(spec.name, journal.use_journal())
-        ports = [b.sock.getsockname()[1] for b in bindings if b.listener.path is None]
-        served = app_module.load_app(spec, sink, ports)
+        served = app_module.load_app(spec, sink)
     journal.configure_logging(sink, served.log_screen)
     engine = cherrypy.engine
     _quiet_cherrypy_defaults(engine, bindings)
