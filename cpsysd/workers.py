@@ -5,7 +5,8 @@ further socket name, as for a single service) and ``NAME.target``, which wants e
 which the instances are ``PartOf=`` (systemd.unit(5)), so ``systemctl start|stop|restart
 NAME.target`` acts on all of them.
 
-Instance names (``%i``, systemd.unit(5) "Specifiers"):
+Instance names (``%i``, systemd.unit(5) "Specifiers"; computed in :mod:`cpsysd.instances`, which
+``cpsysd serve --instance`` shares):
 
 * ``worker_mode = "reuseport"``: ``1`` .. ``N``. Every instance's socket binds the same addresses
   with ``ReusePort=yes`` (SO_REUSEPORT, socket(7)) and the kernel spreads new connections among
@@ -28,8 +29,25 @@ from pathlib import PurePosixPath
 
 from cpsysd import escape
 from cpsysd.errors import CommandError, SpecError
+from cpsysd.instances import instance_listener, instance_names, instance_unix_path
 from cpsysd.render import MARKER, RenderOptions, comment_text, render_template, service_context
 from cpsysd.spec import SUN_PATH_MAX, AppSpec, Listener, WorkerMode
+
+__all__ = [  # instance_*: computed in cpsysd.instances (shared with cpsysd serve), kept here too
+    "Restarted",
+    "instance_listener",
+    "instance_names",
+    "instance_unix_path",
+    "list_instances",
+    "render_instance_service",
+    "render_instance_socket",
+    "render_target",
+    "render_worker_units",
+    "rolling_restart",
+    "service_template_name",
+    "socket_template_name",
+    "target_name",
+]
 from cpsysd.systemctl import run_command, systemctl, systemd_running
 
 _NOTE = {
@@ -53,45 +71,6 @@ def socket_template_name(spec: AppSpec, fd_name: str, instance: str = "") -> str
 def service_template_name(spec: AppSpec, instance: str = "") -> str:
     """``NAME@.service``, or the instance ``NAME@INSTANCE.service``."""
     return f"{spec.name}@{instance}.service"
-
-
-def _ports_mode_port(spec: AppSpec) -> int:
-    ports = {listener.port for listener in spec.listeners}
-    if len(ports) != 1 or None in ports:
-        shown = ", ".join(listener.address for listener in spec.listeners)
-        raise SpecError(
-            "worker_mode",
-            f'"ports" names instances by their port, but the listeners differ ({shown})',
-            'give every listener the same port, or use worker_mode = "reuseport"',
-        )
-    port = ports.pop()
-    assert port is not None
-    return port
-
-
-def instance_names(spec: AppSpec) -> list[str]:
-    """The instance names of ``spec``'s workers, in order (see the module docstring)."""
-    if spec.worker_mode is WorkerMode.PORTS:
-        first = _ports_mode_port(spec)
-        return [str(first + i) for i in range(spec.workers)]
-    return [str(i) for i in range(1, spec.workers + 1)]
-
-
-def instance_unix_path(path: str, instance: str) -> str:
-    """The unix socket path of one instance: ``/run/a/app.sock`` -> ``/run/a/app-INSTANCE.sock``."""
-    pure = PurePosixPath(path)
-    return str(pure.with_name(f"{pure.stem}-{instance}{pure.suffix}"))
-
-
-def instance_listener(spec: AppSpec, listener: Listener, instance: str) -> Listener:
-    """Where ``listener`` of instance ``instance`` actually listens."""
-    if listener.path is not None:
-        return Listener(
-            listener.name, listener.tls, path=instance_unix_path(listener.path, instance)
-        )
-    if spec.worker_mode is WorkerMode.PORTS:
-        return listener.with_port(int(instance))
-    return listener
 
 
 def _socket_address(spec: AppSpec, listener: Listener) -> str:
