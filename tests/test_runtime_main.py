@@ -12,8 +12,9 @@ import pytest
 from cpsysd.runtime.main import build_parser, parse_serve_args
 
 TOKENS = ["-c", "--config", "a.toml", "--daemon", "--debug", "--pidfile", "--user", "--group"]
+TOKENS += ["--instance", "2"]
 ODD = ["", "-", "--", "-x", "-1", "--conf", "--config=b.toml", "-cc.toml", "-h", "pos"]
-ODD += ["--daemon=1", "--help"]
+ODD += ["--daemon=1", "--help", "--instance=3", "--inst", "0", "x1"]
 
 
 def _outcome(parse: object, argv: list[str]) -> object:
@@ -28,7 +29,7 @@ def _argvs() -> list[list[str]]:
     for length in range(4):
         argvs += [list(argv) for argv in itertools.product(TOKENS, repeat=length)]
     for odd in ODD:
-        argvs += [[odd], ["-c", odd], [odd, "-c", "x"], ["--user", "u", odd]]
+        argvs += [[odd], ["-c", odd], [odd, "-c", "x"], ["--user", "u", odd], ["--instance", odd]]
     return argvs
 
 
@@ -45,10 +46,13 @@ def test_usual_forms() -> None:
         "daemon": False,
         "debug": False,
         "pidfile": None,
+        "instance": None,
         "user": None,
         "group": None,
     }
     assert parse_serve_args([]).config == "cpsysd.toml"
+    # What the supervisord section runs once supervisord expanded %(process_num)d.
+    assert parse_serve_args(["-c", "a.toml", "--instance", "2"]).instance == "2"
 
 
 SERVE_PATH = (

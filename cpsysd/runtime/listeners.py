@@ -8,7 +8,8 @@ every passed socket must be served, otherwise the start fails: a socket nobody s
 its clients hanging.
 
 Without socket activation :func:`bind_listeners` binds the listeners the way systemd would
-(dual-stack for a bare port, ``Backlog=1024``, ``SocketMode=0666`` for unix sockets).
+(dual-stack for a bare port, ``Backlog=1024``, ``SocketMode=0666`` for unix sockets, and for the
+instances of a ``worker_mode = "reuseport"`` app ``ReusePort=yes``).
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ def _bind_unix(path: str) -> socket.socket:
     return sock
 
 
-def _bind_tcp(host: str | None, port: int) -> socket.socket:
+def _bind_tcp(host: str | None, port: int, reuse_port: bool) -> socket.socket:
     if host is None:
         # A bare port: one dual-stack IPv6 socket, like systemd's ListenStream=PORT
         # (BindIPv6Only=default); IPv4 only on hosts without IPv6.
@@ -181,15 +182,19 @@ def _bind_tcp(host: str | None, port: int) -> socket.socket:
             family, host = socket.AF_INET, "0.0.0.0"
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            return _bind_inet(sock, "::", port)
+            return _bind_inet(sock, "::", port, reuse_port)
     else:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return _bind_inet(socket.socket(family, socket.SOCK_STREAM), host, port)
+    return _bind_inet(socket.socket(family, socket.SOCK_STREAM), host, port, reuse_port)
 
 
-def _bind_inet(sock: socket.socket, host: str, port: int) -> socket.socket:
+def _bind_inet(sock: socket.socket, host: str, port: int, reuse_port: bool) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            # Before bind(): every socket sharing the port needs it, and the same effective
+            # UID (socket(7)); then the kernel spreads new connections among them.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except BaseException:
         sock.close()
@@ -197,9 +202,10 @@ def _bind_inet(sock: socket.socket, host: str, port: int) -> socket.socket:
     return sock
 
 
-def bind_listeners(listeners: Sequence[Listener]) -> list[Binding]:
-    """Bind and listen on every described listener (no socket activation). On failure the
-    sockets bound so far are closed and a :class:`~cpsysd.errors.CpsysdError` names the address."""
+def bind_listeners(listeners: Sequence[Listener], reuse_port: bool = False) -> list[Binding]:
+    """Bind and listen on every described listener (no socket activation); ``reuse_port`` sets
+    SO_REUSEPORT on the TCP ones so other processes may bind them too. On failure the sockets
+    bound so far are closed and a :class:`~cpsysd.errors.CpsysdError` names the address."""
     bindings: list[Binding] = []
     try:
         for listener in listeners:
@@ -207,7 +213,7 @@ def bind_listeners(listeners: Sequence[Listener]) -> list[Binding]:
                 if listener.path is not None:
                     sock = _bind_unix(listener.path)
                 else:
-                    sock = _bind_tcp(listener.host, listener.port or 0)
+                    sock = _bind_tcp(listener.host, listener.port or 0, reuse_port)
                 sock.listen(BACKLOG)
             except OSError as err:
                 raise CpsysdError(

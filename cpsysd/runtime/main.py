@@ -18,7 +18,7 @@ from cpsysd.errors import CpsysdError
 from cpsysd.runtime import notify
 from cpsysd.runtime.adopt import activation_requested, adopt_sockets
 from cpsysd.runtime.listeners import Binding, bind_listeners, close_bindings, match_passed_sockets
-from cpsysd.spec import AppSpec, load_spec
+from cpsysd.spec import AppSpec, WorkerMode, load_spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pidfile", metavar="FILE", help="write the PID here (hosts without systemd)"
     )
+    parser.add_argument(
+        "--instance",
+        metavar="I",
+        help="with workers = N and no socket activation: bind worker instance I's listeners, as "
+        "systemd's NAME@I units would (1..N, or the port with worker_mode = ports)",
+    )
     parser.add_argument("--user", help="drop privileges to this user after binding (needs root)")
     parser.add_argument("--group", help="drop privileges to this group after binding (needs root)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -58,13 +64,14 @@ _OPTIONS = {
     "--pidfile": "pidfile",
     "--user": "user",
     "--group": "group",
+    "--instance": "instance",
 }
 
 
 def parse_serve_args(argv: list[str]) -> argparse.Namespace:
     """``build_parser().parse_args(argv)``, without building the parser for the usual forms."""
     values: dict[str, object] = {"config": "cpsysd.toml", "daemon": False, "debug": False}
-    values.update(pidfile=None, user=None, group=None)
+    values.update(pidfile=None, instance=None, user=None, group=None)
     rest = iter(argv)
     for arg in rest:
         if arg in _FLAGS:
@@ -94,14 +101,22 @@ def _check_options(args: argparse.Namespace) -> None:
                 "that forks away would be seen as exited and its sockets and notifications lost",
                 "drop --daemon; systemd already runs the app in the background",
             )
+    if args.instance is not None and activation_requested():
+        raise CpsysdError(
+            f"--instance {args.instance!r} refused: under socket activation the sockets systemd "
+            "passes decide where an instance listens",
+            "drop --instance; systemd's NAME@I units pass each instance its sockets",
+        )
     if (args.user or args.group) and os.geteuid() != 0:
         raise CpsysdError(
             "--user/--group need root to switch users", "start as root, or leave them out"
         )
 
 
-def acquire_listeners(spec: AppSpec) -> list[Binding]:
-    """The sockets systemd passed, matched to the description, or the listeners bound here."""
+def acquire_listeners(spec: AppSpec, instance: str | None = None) -> list[Binding]:
+    """The sockets systemd passed, matched to the description, or the listeners bound here:
+    with ``instance`` (checked, :func:`cpsysd.instances.check_instance`) that worker
+    instance's, exactly where systemd's ``NAME@INSTANCE.socket`` would listen."""
     if activation_requested():
         passed = adopt_sockets()
         assert passed is not None
@@ -111,7 +126,12 @@ def acquire_listeners(spec: AppSpec) -> list[Binding]:
             for item in passed:
                 item.sock.detach()  # refused: leave systemd's descriptors alone
             raise
-    return bind_listeners(spec.listeners)
+    if instance is None:
+        return bind_listeners(spec.listeners)
+    from cpsysd.instances import instance_listener  # only supervisord's workers need it
+
+    listeners = [instance_listener(spec, listener, instance) for listener in spec.listeners]
+    return bind_listeners(listeners, reuse_port=spec.worker_mode is WorkerMode.REUSEPORT)
 
 
 def _host_plugins(args: argparse.Namespace, engine: object) -> list[object]:
@@ -154,7 +174,12 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, _reload_later)
     _check_options(args)
     spec = load_spec(args.config)
-    bindings = acquire_listeners(spec)
+    if args.instance is not None:
+        from cpsysd.instances import check_instance
+
+        check_instance(spec, args.instance)
+        os.environ["CPSYSD_INSTANCE"] = args.instance  # as the systemd instance units set it
+    bindings = acquire_listeners(spec, args.instance)
     try:
         return _run(args, spec, bindings)
     finally:
