@@ -6,6 +6,13 @@ with `` ;`` or `` #``, then expands ``%(name)s`` in nearly every value, then spl
 with :func:`shlex.split` and ``environment`` with a non-POSIX :class:`shlex.shlex` whose quotes
 are stripped afterwards (supervisor/options.py, datatypes.py). Values are escaped for each of
 those steps here, or refused when no escaping survives them; the template only lays out.
+
+``workers = N`` becomes ``numprocs = N`` (supervisord's config docs, "[program:x] Section
+Settings"): processes named ``PROGRAM-%(process_num)d`` (numprocs > 1 requires process_num in
+``process_name``), ``process_num`` running from ``numprocs_start`` = the first instance name of
+:func:`cpsysd.instances.instance_names` (1 in reuseport mode, the first port in ports mode), so
+that ``cpsysd serve --instance %(process_num)d`` is the instance systemd would call ``%i``. Those
+``%(process_num)d`` are the only ``%`` left unescaped; each process gets its own log file.
 """
 
 from __future__ import annotations
@@ -77,6 +84,23 @@ def render_supervisord(
             "description", "has no file to read at run time", "pass the description's path"
         )
     argv = [spec.python, "-m", "cpsysd", "serve", "-c", path]
+    command = _value("command", shlex.join(argv))
+    if "%" in log_dir:
+        # supervisord expands stdout_logfile twice (supervisor/options.py, 4.3.0), so no
+        # escaping of % survives every version; refuse instead.
+        raise SpecError(
+            "log_dir", f"{log_dir!r} contains %, which supervisord expands in log file names",
+            "choose a log directory without %",
+        )  # fmt: skip
+    logfile = _value("log_dir", f"{log_dir.rstrip('/')}/{program_name(spec)}")
+    first_instance = None
+    if spec.workers > 1:
+        from cpsysd.instances import instance_names
+
+        first_instance = int(instance_names(spec)[0])  # SpecError for an impossible ports mode
+        # Expanded by supervisord to each process's number, which is the instance name.
+        command += " --instance %(process_num)d"
+        logfile += "-%(process_num)d"
     pairs = [("PYTHONUNBUFFERED", "1"), *spec.environment]
     environment = ",".join(_env_pair(k, _value(f"environment.{k}", v)) for k, v in pairs)
     program = program_name(spec)
@@ -85,7 +109,7 @@ def render_supervisord(
         marker=MARKER,
         source=comment_text(spec.source or path),
         program=program,
-        command=_value("command", shlex.join(argv)),
+        command=command,
         directory=_value("working_directory", spec.working_directory),
         user=_value("user", spec.user) if spec.user else None,
         group_note=f"group {spec.group} is not applied: supervisord uses the user's primary group"
@@ -93,6 +117,8 @@ def render_supervisord(
         else None,
         environment=environment,
         workers=spec.workers,
+        worker_mode=spec.worker_mode.value,
+        first_instance=first_instance,
         timeout_stop_sec=spec.timeout_stop_sec,
-        logfile=_value("log_dir", f"{log_dir.rstrip('/')}/{program}.log"),
+        logfile=f"{logfile}.log",
     )

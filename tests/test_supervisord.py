@@ -4,16 +4,18 @@ intended command and environment, and a real supervisord that starts, restarts a
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scalekit import running, wait_for_port, whoami
+from scalekit import free_port_run, running, wait_for_port, whoami
 from supervisor.options import ServerOptions
 
 from cpsysd.errors import SpecError
@@ -48,12 +50,16 @@ def supervisord_conf(directory: Path, program: str) -> Path:
     return conf
 
 
-def parsed_program(directory: Path, program: str) -> object:
-    """The ProcessConfig supervisord builds from ``program`` (its real parser, nothing started)."""
+def parsed_programs(directory: Path, program: str) -> list[Any]:
+    """The ProcessConfigs supervisord builds from ``program`` (its real parser, nothing started)."""
     options = ServerOptions()
     options.realize(args=["-c", str(supervisord_conf(directory, program))])
     [group] = options.process_group_configs
-    [config] = group.process_configs
+    return list(group.process_configs)
+
+
+def parsed_program(directory: Path, program: str) -> Any:
+    [config] = parsed_programs(directory, program)
     return config
 
 
@@ -74,6 +80,32 @@ def test_supervisord_reads_the_section_as_intended(tmp_path: Path) -> None:
     assert config.autorestart is not False
 
 
+def test_workers_become_numprocs_with_the_systemd_instance_numbers(tmp_path: Path) -> None:
+    spec = spec_of(workers=3, listen=["127.0.0.1:8080", "/run/hello/app.sock"])
+    configs = parsed_programs(tmp_path, render_supervisord(spec, "/etc/h.toml", str(tmp_path)))
+    serve = f"{sys.executable} -m cpsysd serve -c /etc/h.toml --instance"
+    assert [(c.name, c.command) for c in configs] == [
+        (f"hello-{i}", f"{serve} {i}") for i in (1, 2, 3)
+    ]
+    assert [c.stdout_logfile for c in configs] == [f"{tmp_path}/hello-{i}.log" for i in (1, 2, 3)]
+
+
+def test_ports_mode_processes_are_named_by_port(tmp_path: Path) -> None:
+    spec = spec_of(workers=2, worker_mode="ports", listen=["127.0.0.1:9100", "[::1]:9100"])
+    text = render_supervisord(spec, "/etc/h.toml", str(tmp_path))
+    configs = parsed_programs(tmp_path, text)
+    assert [c.name for c in configs] == ["hello-9100", "hello-9101"]
+    assert [c.command.split()[-1] for c in configs] == ["9100", "9101"]
+    assert "one process serves" not in text
+
+
+def test_single_worker_has_no_numprocs(tmp_path: Path) -> None:
+    text = render_supervisord(spec_of(), "/etc/h.toml", str(tmp_path))
+    assert "numprocs" not in text
+    assert "--instance" not in text
+    assert "process_num" not in text
+
+
 _TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20)
 
 
@@ -89,6 +121,36 @@ def test_environment_values_arrive_intact_or_are_refused(value: str, tmp_path: P
     except SpecError:
         return
     assert parsed_program(tmp_path, text).environment["V"] == value
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(path=_TEXT.map(lambda text: "/etc/" + text))
+def test_worker_commands_arrive_intact_or_are_refused(path: str, tmp_path: Path) -> None:
+    """Only the generator's own %(process_num)d is expanded; user text arrives as written."""
+    try:
+        text = render_supervisord(spec_of(workers=2), path, str(tmp_path))
+    except SpecError:
+        return
+    configs = parsed_programs(tmp_path, text)
+    argv = [sys.executable, "-m", "cpsysd", "serve", "-c", path, "--instance"]
+    assert [shlex.split(c.command) for c in configs] == [[*argv, "1"], [*argv, "2"]]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_log_dir_with_percent_is_refused(workers: int) -> None:
+    """supervisord expands stdout_logfile twice: no escaping of % would hold."""
+    with pytest.raises(SpecError, match=r"^log_dir: '/var/log/50%' contains %"):
+        render_supervisord(spec_of(workers=workers), "/etc/h.toml", "/var/log/50%")
+
+
+def test_worker_log_files_keep_the_log_dir(tmp_path: Path) -> None:
+    log_dir = tmp_path / "a b(1)"
+    log_dir.mkdir()
+    text = render_supervisord(spec_of(workers=2), "/etc/h.toml", str(log_dir))
+    configs = parsed_programs(tmp_path, text)
+    assert [c.stdout_logfile for c in configs] == [f"{log_dir}/hello-{i}.log" for i in (1, 2)]
 
 
 @pytest.mark.parametrize(
@@ -180,3 +242,115 @@ def test_generate_target_supervisord_writes_the_section(
     assert text == render_supervisord(load_spec(description), str(description.resolve()))
     assert "stopwaitsecs=12\n" in text
     assert 'GREETING="50%% off; today"' in text
+
+
+def _status_pids(conf: Path) -> dict[str, int]:
+    """``supervisorctl status``: namespec -> PID of every RUNNING process."""
+    pids = {}
+    for line in _ctl(conf, "status").splitlines():
+        fields = line.replace(",", " ").split()
+        if len(fields) >= 4 and fields[1] == "RUNNING" and fields[2] == "pid":
+            pids[fields[0]] = int(fields[3])
+    return pids
+
+
+def _workers_description(tmp_path: Path, listen: str, mode: str) -> Path:
+    description = tmp_path / "hello.toml"
+    description.write_text(
+        f'name = "hello"\nentry = "hello:Root"\npython = "{sys.executable}"\n'
+        f'working_directory = "{REPO}/examples/hello"\nlisten = ["{listen}"]\n'
+        f'workers = 2\nworker_mode = "{mode}"\n'
+    )
+    return description
+
+
+def _kill_leftovers(pids: set[int]) -> None:
+    """Should supervisord have left an app process behind: kill it by PID (ours: cpsysd)."""
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"cpsysd" in cmdline:
+            os.kill(pid, signal.SIGKILL)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.slow
+def test_real_supervisord_runs_reuseport_workers_on_one_port(tmp_path: Path, port: int) -> None:
+    description = _workers_description(tmp_path, f"127.0.0.1:{port}", "reuseport")
+    conf = supervisord_conf(
+        tmp_path, render_supervisord(load_spec(description), str(description), str(tmp_path))
+    )
+    seen_pids: set[int] = set()
+    try:
+        with running([str(SUPERVISORD), "-c", str(conf)], tmp_path / "supervisord.out") as daemon:
+            wait_for_port("127.0.0.1", port, timeout=30, proc=daemon)
+            _wait(lambda: len(_status_pids(conf)) == 2, "both processes RUNNING", timeout=30)
+            pids = _status_pids(conf)
+            seen_pids |= set(pids.values())
+            assert sorted(pids) == ["hello:hello-1", "hello:hello-2"]
+            assert len(set(pids.values())) == 2
+            answered: set[int | None] = set()
+            for _ in range(200):  # the kernel spreads new connections over both sockets
+                answered.add(_answers(port))
+                if answered == set(pids.values()):
+                    break
+            assert answered == set(pids.values())
+
+            victim, survivor = pids["hello:hello-1"], pids["hello:hello-2"]
+            os.kill(victim, signal.SIGKILL)
+            _wait(lambda: _gone(victim), "the killed process to be gone")
+            after: list[int] = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(set(after) - {survivor}) == 0:
+                # Every request is answered: by the survivor, or by the restarted process
+                # (whose socket may take connections while it still imports the app).
+                after.append(int(whoami("127.0.0.1", port, timeout=20)["pid"]))
+            assert survivor in after, after
+            restarted = set(after) - {survivor}
+            assert len(restarted) == 1, after
+            assert victim not in restarted
+            _wait(lambda: len(_status_pids(conf)) == 2, "both RUNNING again", timeout=30)
+            now = _status_pids(conf)
+            seen_pids |= set(now.values())
+            assert now == {"hello:hello-1": restarted.pop(), "hello:hello-2": survivor}
+
+            assert _ctl(conf, "stop", "hello:*").count("stopped") == 2
+            assert _answers(port) is None
+            for pid in now.values():
+                _wait(lambda pid=pid: _gone(pid), f"process {pid} to end")  # type: ignore[misc]
+    finally:
+        _kill_leftovers(seen_pids)
+    assert "exited: hello-1 (terminated by SIGKILL" in (tmp_path / "supervisord.log").read_text()
+
+
+@pytest.mark.slow
+def test_real_supervisord_runs_ports_workers_each_on_its_port(tmp_path: Path) -> None:
+    first = free_port_run(2)
+    description = _workers_description(tmp_path, f"127.0.0.1:{first}", "ports")
+    conf = supervisord_conf(
+        tmp_path, render_supervisord(load_spec(description), str(description), str(tmp_path))
+    )
+    seen_pids: set[int] = set()
+    try:
+        with running([str(SUPERVISORD), "-c", str(conf)], tmp_path / "supervisord.out") as daemon:
+            for port in (first, first + 1):
+                wait_for_port("127.0.0.1", port, timeout=30, proc=daemon)
+            _wait(lambda: len(_status_pids(conf)) == 2, "both processes RUNNING", timeout=30)
+            pids = _status_pids(conf)
+            seen_pids |= set(pids.values())
+            for port in (first, first + 1):  # each process answers on its own port only
+                assert {_answers(port) for _ in range(5)} == {pids[f"hello:hello-{port}"]}
+            assert len(set(pids.values())) == 2
+            assert _ctl(conf, "stop", "hello:*").count("stopped") == 2
+            assert _answers(first) is None
+            assert _answers(first + 1) is None
+    finally:
+        _kill_leftovers(seen_pids)
