@@ -46,6 +46,16 @@ def served_serial(box: Container) -> int:
     return int(line.removeprefix("serial="), 16)
 
 
+def renew_and_restart(box: Container) -> None:
+    """Run the renewal job once (a oneshot: `systemctl start` returns when it is done) and check
+    that it succeeded, re-issued the certificate and restarted the app."""
+    box.run(["systemctl", "start", "hello-cert-renew.service"])
+    result = box.run(["systemctl", "show", "-p", "Result", "--value", "hello-cert-renew.service"])
+    assert result.stdout.strip() == "success", box.journal("hello-cert-renew.service")
+    log = box.journal("hello-cert-renew.service")
+    assert re.search(r"renewed /etc/cpsysd/tls/hello.crt: .*; restarted hello.service", log), log
+
+
 def main_pid(box: Container) -> str:
     return box.run(
         ["systemctl", "show", "-p", "MainPID", "--value", "hello.service"]
@@ -96,11 +106,7 @@ def test_renewal_timer_reissues_and_the_app_serves_the_new_certificate(box: Cont
     assert before == old.certificate.x509.serial_number
     pid_before = main_pid(box)
 
-    box.run(["systemctl", "start", "hello-cert-renew.service"])  # oneshot: returns when done
-    result = box.run(["systemctl", "show", "-p", "Result", "--value", "hello-cert-renew.service"])
-    assert result.stdout.strip() == "success", box.journal("hello-cert-renew.service")
-    log = box.journal("hello-cert-renew.service")
-    assert re.search(r"renewed /etc/cpsysd/tls/hello.crt: .*; restarted hello.service", log), log
+    renew_and_restart(box)
 
     after = served_serial(box)
     assert after != before
@@ -188,11 +194,7 @@ def test_renewal_keeps_an_encrypted_key_encrypted_and_opens_an_encrypted_ca(
     app_credentials = box.run(["ls", "/run/credentials/hello.service"]).stdout.split()
     assert sorted(app_credentials) == ["tls-cert", "tls-key", "tls-key-passphrase"]  # no CA's
 
-    box.run(["systemctl", "start", "hello-cert-renew.service"])
-    result = box.run(["systemctl", "show", "-p", "Result", "--value", "hello-cert-renew.service"])
-    assert result.stdout.strip() == "success", box.journal("hello-cert-renew.service")
-    log = box.journal("hello-cert-renew.service")
-    assert re.search(r"renewed /etc/cpsysd/tls/hello.crt: .*; restarted hello.service", log), log
+    renew_and_restart(box)
 
     after = served_serial(box)
     assert after != before
