@@ -86,12 +86,14 @@ def wait_for_port(host: str, port: int, timeout: float = 15.0, proc: Any = None)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
 
 
-def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
-    """Stop a process this test started, by its PID: ``sig``, then SIGKILL after 10 s."""
+def stop_process(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, grace: float = 10.0
+) -> None:
+    """Stop a process this test started, by its PID: ``sig``, then SIGKILL after ``grace`` s."""
     if proc.poll() is None:
         os.kill(proc.pid, sig)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)

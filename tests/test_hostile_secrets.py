@@ -31,6 +31,7 @@ from cpsysd.spec import parse_spec
 from cpsysd.tls import KeyType, PrivateKey, self_signed_cert
 from tests import unitparse as up
 from tests.conftest import EXAMPLE, free_port
+from tests.scalekit import stop_process
 
 PASSPHRASE = b"correct horse battery staple 7f3a"
 CA_PASSPHRASE = b"the CA key's own passphrase, 2b9e"
@@ -222,13 +223,7 @@ def serving(
     try:
         yield port, proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, grace=30)
         log.close()
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLE
+from tests.scalekit import stop_process
 
 # Runs in the child: put the given descriptors at fds 3, 4, ... (None: closed), set LISTEN_PID
 # to its own PID when asked ("SELF"), and exec cpsysd serve (exec keeps the PID).
@@ -76,13 +77,7 @@ def serve(
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, grace=30)
 
 
 def answers(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> bool:
