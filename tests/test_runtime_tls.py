@@ -293,23 +293,16 @@ def test_http_and_https_from_one_process(tmp_path: Path, pki: dict[str, Path]) -
         assert proc.stop() == 0
 
 
+def _encrypt_with_openssl(key: Path, out: Path, passphrase: str) -> None:
+    """``key`` encrypted with AES-256 under ``passphrase`` by openssl (not by cpsysd)."""
+    argv = ["openssl", "pkey", "-in", str(key), "-aes256", "-passout", f"pass:{passphrase}"]
+    subprocess.run([*argv, "-out", str(out)], check=True)
+
+
 def test_encrypted_key_with_a_passphrase_credential(tmp_path: Path, pki: dict[str, Path]) -> None:
     credentials = tmp_path / "credentials"
     credentials.mkdir()
-    subprocess.run(
-        [
-            "openssl",
-            "pkey",
-            "-in",
-            str(pki["key"]),
-            "-aes256",
-            "-passout",
-            "pass:s3cret",
-            "-out",
-            str(credentials / "tls-key"),
-        ],
-        check=True,
-    )
+    _encrypt_with_openssl(pki["key"], credentials / "tls-key", "s3cret")
     (credentials / "tls-cert").write_bytes(pki["cert"].read_bytes())
     (credentials / "tls-chain").write_bytes(pki["chain"].read_bytes())
     (credentials / "tls-key-passphrase").write_text("s3cret\n")
@@ -340,20 +333,7 @@ def _start_error(tmp_path: Path, pki: dict[str, Path], credentials: Path) -> str
 def test_encrypted_key_without_passphrase_is_one_line(tmp_path: Path, pki: dict[str, Path]) -> None:
     credentials = tmp_path / "credentials"
     credentials.mkdir()
-    subprocess.run(
-        [
-            "openssl",
-            "pkey",
-            "-in",
-            str(pki["key"]),
-            "-aes256",
-            "-passout",
-            "pass:x",
-            "-out",
-            str(credentials / "tls-key"),
-        ],
-        check=True,
-    )
+    _encrypt_with_openssl(pki["key"], credentials / "tls-key", "x")
     (credentials / "tls-cert").write_bytes(pki["cert"].read_bytes())
     line = _start_error(tmp_path, pki, credentials)
     assert f"the TLS key {credentials / 'tls-key'} is encrypted" in line
