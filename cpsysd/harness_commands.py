@@ -32,6 +32,11 @@ INSIDE_ENV = {
 }
 
 
+# ActiveState values a unit leaves by itself (org.freedesktop.systemd1(5); "refreshing" is newer
+# than systemd 252).
+_TRANSITIONAL = ("activating", "deactivating", "reloading", "refreshing")
+
+
 class ContainerCommandError(CommandError):
     """A command inside the container failed or timed out; its output is kept."""
 
@@ -127,6 +132,24 @@ class ContainerCommands:
     def sh(self, script: str, **kw: object) -> subprocess.CompletedProcess[str]:
         """Run a bash script inside; keywords as for :meth:`run`."""
         return self.run(["bash", "-c", script], **kw)  # type: ignore[arg-type]
+
+    def wait_settled(self, unit: str, *, user: str | None = None, timeout: float = 120) -> str:
+        """Wait while ``unit`` is activating, reloading or deactivating; return its settled
+        ``ActiveState/SubState`` (e.g. ``active/running``). A socket-activated Type=notify
+        service answers its first request before it has said READY=1, so its status read right
+        after that request may still say "activating". ``timeout`` only keeps a broken run from
+        hanging (systemd itself ends a start at TimeoutStartSec); when it passes, the state
+        then is returned."""
+        argv = ["systemctl", *(["--user"] if user else []), "show", unit]
+        argv += ["--property=ActiveState,SubState"]
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.run(argv, user=user).stdout
+            state = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+            active = state.get("ActiveState", "")
+            if active not in _TRANSITIONAL or time.monotonic() > deadline:
+                return f"{active}/{state.get('SubState', '')}"
+            time.sleep(0.02)
 
     def journal(self, unit: str | None = None, *, extra: Sequence[str] = ()) -> str:
         """``journalctl`` inside: the whole journal, or one unit's (``-u``), plus ``extra`` args."""

@@ -218,6 +218,13 @@ def _install_and_request(
     report.http_status, report.first_request_seconds = int(fields[0]), float(fields[1])
     if not 200 <= report.http_status < 400:
         report.problem = f"the first request got HTTP {report.http_status}"
+        return
+    # The first request is answered before the service has said READY=1 (and so before its
+    # STATUS line exists): wait for the start to finish, as a user's next look would.
+    unit = f"{spec.name}.service"
+    state = box.wait_settled(unit)
+    if state != "active/running":
+        report.problem = f"{unit} answered the first request but then did not start ({state})"
 
 
 def _collect(box: Container, spec: AppSpec, report: TryReport) -> None:

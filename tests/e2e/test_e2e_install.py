@@ -54,6 +54,7 @@ def test_first_request_on_port_80_by_a_dynamic_user(
     user = container.run(["ps", "-o", "user=", "-p", str(main_pid)]).stdout.strip()
     assert user != "root"
 
+    assert container.wait_settled("hello.service") == "active/running"
     shown = container.run(["systemctl", "status", "--no-pager", "--lines=0", "hello.service"])
     assert 'Status: "' in shown.stdout, shown.stdout
     print(shown.stdout)

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from e2etools import EXAMPLE, REPO
@@ -72,3 +73,45 @@ def test_try_without_root_says_so_in_one_line() -> None:
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1
     assert "needs root" in result.stderr
+
+
+SLOW_START_APP = """
+import time
+
+import cherrypy
+
+
+class Root:
+    @cherrypy.expose
+    def index(self):
+        return "answered while starting\\n"
+
+
+# After the servers (start priority 75) and before cpsysd's READY=1 (80): the first request is
+# answered while systemd still sees the service as "activating".
+cherrypy.engine.subscribe("start", lambda: time.sleep(2), priority=78)
+"""
+
+
+def test_try_reports_the_service_once_it_has_started(
+    container_allowed: None, tmp_path: Path
+) -> None:
+    """The first request is answered before READY=1; try's status must not be read in between
+    (it once was: "activating", no STATUS line)."""
+    tmp_path.chmod(0o755)  # copied with its mode: the DynamicUser must be able to enter it
+    (tmp_path / "slow.py").write_text(SLOW_START_APP)
+    description = tmp_path / "cpsysd.toml"
+    description.write_text('name = "slow"\nentry = "slow:Root"\nlisten = ["8080"]\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "cpsysd", "try", "-c", str(description)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        check=False,
+    )
+    print(result.stdout, result.stderr)
+    assert result.returncode == 0
+    assert "answered while starting" in result.stdout
+    assert "Active: active (running)" in result.stdout
+    assert 'Status: "' in result.stdout

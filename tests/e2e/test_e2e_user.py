@@ -39,6 +39,7 @@ def test_user_unit_under_a_user_manager(container: Container) -> None:
     status, _, body = curl(container, "http://127.0.0.1:8080/whoami")
     assert status == 200
     assert json.loads(body)["uid"] == uid
+    assert container.wait_settled("hello.service", user="alice") == "active/running"
     shown = container.run(
         ["systemctl", "--user", "status", "--no-pager", "--lines=0", "hello.service"], user="alice"
     ).stdout
