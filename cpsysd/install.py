@@ -29,6 +29,7 @@ from typing import Any
 
 from cpsysd import fsutil
 from cpsysd.errors import InstallError
+from cpsysd.reach import check_reachable
 from cpsysd.render import MARKER, RenderOptions, render_units, units_to_enable
 from cpsysd.spec import AppSpec
 from cpsysd.systemctl import run_command, systemctl, systemd_running
@@ -211,6 +212,8 @@ def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
     files = {description: spec_to_toml(spec).encode()}
     files.update({unit_dir / fname: text.encode() for fname, text in units.items()})
 
+    if target.root is None and not target.user:
+        check_reachable(spec)  # a unit that could never start is refused before any write
     for live in files:  # refuse before writing anything
         disk = target.on_disk(live)
         if disk.exists() and not target.force and not _is_ours(disk, {}):
