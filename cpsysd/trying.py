@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from cpsysd.errors import CommandError, HarnessError
+from cpsysd.errors import HarnessError
 from cpsysd.harness import Container, available, leftovers
+from cpsysd.harness_commands import ContainerCommandError
 from cpsysd.harness_provision import AppInterpreter, Provisioned, ask_interpreter, provision_venv
 from cpsysd.spec import AppSpec, Listener
 from cpsysd.tomlwrite import spec_to_toml
@@ -53,6 +54,7 @@ class TryReport:
     teardown_seconds: float = 0.0
     leftovers: list[str] = field(default_factory=list)
     problem: str | None = None
+    hint: str | None = "the status and journal above show why"
 
 
 @dataclass
@@ -203,8 +205,12 @@ def _install_and_request(
     started = time.monotonic()
     try:
         report.install_output = box.run(install).stdout
-    except CommandError as err:
-        report.problem = f"cpsysd install failed inside the container: {err.one_line()}"
+    except ContainerCommandError as err:
+        # cpsysd's own one-line error says what to fix: pass it on, not the nsenter argv.
+        said = err.stderr.strip().splitlines()[-1:] or [f"exit status {err.returncode}"]
+        report.problem = f"cpsysd install refused inside the container: {said[0]}"
+        report.problem = report.problem.replace(": cpsysd: error: ", ": ", 1)
+        report.hint = None
         return
     report.install_seconds = time.monotonic() - started
     argv, report.url = request_argv(spec.listeners[0])

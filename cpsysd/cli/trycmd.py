@@ -58,4 +58,4 @@ def register(app: typer.Typer) -> None:
         left = ", ".join(report.leftovers) or "nothing left behind"
         typer.echo(f"teardown         {report.teardown_seconds:.2f} s, {left}")
         if report.problem:
-            raise CpsysdError(report.problem, "the status and journal above show why")
+            raise CpsysdError(report.problem, report.hint)

@@ -115,3 +115,30 @@ def test_try_reports_the_service_once_it_has_started(
     assert "answered while starting" in result.stdout
     assert "Active: active (running)" in result.stdout
     assert 'Status: "' in result.stdout
+
+
+def test_try_names_an_app_directory_the_service_cannot_enter(
+    container_allowed: None, tmp_path: Path
+) -> None:
+    """Copied with its mode 0700, the app's directory is closed to the DynamicUser: install
+    inside refuses in one line, before systemd would fail at CHDIR on the first request."""
+    tmp_path.chmod(0o700)
+    (tmp_path / "slow.py").write_text(SLOW_START_APP)
+    description = tmp_path / "cpsysd.toml"
+    description.write_text('name = "closed"\nentry = "slow:Root"\nlisten = ["8080"]\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "cpsysd", "try", "-c", str(description)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        check=False,
+    )
+    print(result.stdout, result.stderr)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(
+        "cpsysd: error: cpsysd install refused inside the container: the service's DynamicUser "
+        "cannot use the working directory /srv/closed (mode rwx------, owner uid 0) (let others "
+    ), result.stderr
+    assert "nothing left behind" in result.stdout
