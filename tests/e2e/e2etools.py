@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +22,21 @@ from cpsysd.tomlwrite import spec_to_toml
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "hello"
 SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def run_try(description: Path) -> subprocess.CompletedProcess[str]:
+    """``cpsysd try -c DESCRIPTION`` as a user runs it, from the checkout; its output is printed
+    (pytest shows it for a failing test)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cpsysd", "try", "-c", str(description)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        check=False,
+    )
+    print(result.stdout, result.stderr)
+    return result
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "it") -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2etools import EXAMPLE, REPO
+from e2etools import EXAMPLE, run_try
 
 pytestmark = pytest.mark.e2e
 
@@ -18,15 +18,7 @@ pytestmark = pytest.mark.e2e
 def test_try_runs_the_example_under_systemd(
     container_allowed: None, figure: Callable[[str, str], None]
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "cpsysd", "try", "-c", str(EXAMPLE / "cpsysd.toml")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        check=False,
-    )
-    print(result.stdout, result.stderr)
+    result = run_try(EXAMPLE / "cpsysd.toml")
     assert result.returncode == 0
     out = result.stdout
     assert "first request: HTTP 200 from http://127.0.0.1:8080/" in out
@@ -102,15 +94,7 @@ def test_try_reports_the_service_once_it_has_started(
     (tmp_path / "slow.py").write_text(SLOW_START_APP)
     description = tmp_path / "cpsysd.toml"
     description.write_text('name = "slow"\nentry = "slow:Root"\nlisten = ["8080"]\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "cpsysd", "try", "-c", str(description)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        check=False,
-    )
-    print(result.stdout, result.stderr)
+    result = run_try(description)
     assert result.returncode == 0
     assert "answered while starting" in result.stdout
     assert "Active: active (running)" in result.stdout
@@ -126,15 +110,7 @@ def test_try_names_an_app_directory_the_service_cannot_enter(
     (tmp_path / "slow.py").write_text(SLOW_START_APP)
     description = tmp_path / "cpsysd.toml"
     description.write_text('name = "closed"\nentry = "slow:Root"\nlisten = ["8080"]\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "cpsysd", "try", "-c", str(description)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        check=False,
-    )
-    print(result.stdout, result.stderr)
+    result = run_try(description)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(

@@ -18,7 +18,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
-from e2etools import REPO, SYSTEM_PYTHON
+from e2etools import SYSTEM_PYTHON, run_try
 
 from cpsysd.harness_provision import _key, runtime_distributions
 
@@ -93,17 +93,6 @@ def _describe(base: Path, python: str) -> Path:
     return description
 
 
-def _try(description: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cpsysd", "try", "-c", str(description)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        check=False,
-    )
-
-
 def test_the_app_imports_a_package_only_its_virtualenv_has(
     container_allowed: None, tmp_path: Path
 ) -> None:
@@ -112,7 +101,7 @@ def test_the_app_imports_a_package_only_its_virtualenv_has(
     assert _key(PACKAGE) not in {_key(d.metadata["Name"]) for d in runtime_distributions()}
     assert find_spec(PACKAGE) is None
     python = _app_virtualenv(tmp_path)
-    result = _try(_describe(tmp_path, str(python)))
+    result = run_try(_describe(tmp_path, str(python)))
     print(result.stdout, result.stderr)
     assert result.returncode == 0
     out = result.stdout
@@ -129,7 +118,7 @@ def test_a_missing_interpreter_is_one_line_before_any_container(
     container_allowed: None, tmp_path: Path
 ) -> None:
     missing = tmp_path / "no-venv" / "bin" / "python"
-    result = _try(_describe(tmp_path, str(missing)))
+    result = run_try(_describe(tmp_path, str(missing)))
     assert result.returncode == 2
     assert result.stdout == ""  # nothing booted
     assert result.stderr.count("\n") == 1
@@ -160,7 +149,7 @@ def test_an_interpreter_of_another_python_version_is_one_line(
     other = _other_python()
     if other is None:
         pytest.skip("no interpreter of another Python version on this host")
-    result = _try(_describe(tmp_path, other))
+    result = run_try(_describe(tmp_path, other))
     assert result.returncode == 2
     last = result.stderr.splitlines()
     assert len(last) == 1
