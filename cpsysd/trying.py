@@ -25,6 +25,7 @@ from cpsysd.errors import HarnessError
 from cpsysd.harness import Container, available, leftovers
 from cpsysd.harness_commands import ContainerCommandError
 from cpsysd.harness_provision import AppInterpreter, Provisioned, ask_interpreter, provision_venv
+from cpsysd.instances import instance_names
 from cpsysd.spec import AppSpec, Listener
 from cpsysd.tomlwrite import spec_to_toml
 
@@ -207,10 +208,12 @@ def _install_and_request(
         report.install_output = box.run(install).stdout
     except ContainerCommandError as err:
         # cpsysd's own one-line error says what to fix: pass it on, not the nsenter argv.
-        said = err.stderr.strip().splitlines()[-1:] or [f"exit status {err.returncode}"]
-        report.problem = f"cpsysd install refused inside the container: {said[0]}"
-        report.problem = report.problem.replace(": cpsysd: error: ", ": ", 1)
-        report.hint = None
+        said = err.stderr.strip().splitlines()[-1:]
+        if said and said[0].startswith("cpsysd: error: "):
+            report.problem = f"cpsysd install failed inside the container: {said[0][15:]}"
+            report.hint = None
+        else:
+            report.problem = f"cpsysd install failed inside the container: {err.one_line()}"
         return
     report.install_seconds = time.monotonic() - started
     argv, report.url = request_argv(spec.listeners[0])
@@ -226,20 +229,31 @@ def _install_and_request(
         report.problem = f"the first request got HTTP {report.http_status}"
         return
     # The first request is answered before the service has said READY=1 (and so before its
-    # STATUS line exists): wait for the start to finish, as a user's next look would.
-    unit = f"{spec.name}.service"
-    state = box.wait_settled(unit)
-    if state != "active/running":
-        report.problem = f"{unit} answered the first request but then did not start ({state})"
+    # STATUS line exists): wait for the start to finish, as a user's next look would. With
+    # workers, NAME.target has started every instance.
+    for unit in service_units(spec):
+        state = box.wait_settled(unit)
+        if state != "active/running":
+            report.problem = f"{unit} answered the first request but then did not start ({state})"
+            return
+
+
+def service_units(spec: AppSpec) -> list[str]:
+    """The app's service units once installed: ``NAME.service``, or one per worker instance."""
+    if spec.workers > 1:
+        return [f"{spec.name}@{instance}.service" for instance in instance_names(spec)]
+    return [f"{spec.name}.service"]
 
 
 def _collect(box: Container, spec: AppSpec, report: TryReport) -> None:
-    unit = f"{spec.name}.service"
+    units = service_units(spec)
     report.status = box.run(
-        ["systemctl", "status", "--no-pager", "--lines=0", "--full", unit], check=False
+        ["systemctl", "status", "--no-pager", "--lines=0", "--full", *units], check=False
     ).stdout
     # Give the service's last lines a moment to reach journald (they travel a stream socket).
     box.run(["journalctl", "--sync"], check=False)
-    report.journal = box.journal(unit, extra=["--output=short-monotonic"]).splitlines()
-    security = box.run(["systemd-analyze", "security", "--no-pager", unit], check=False)
+    extra = [f"--unit={unit}" for unit in units[1:]]
+    journal = box.journal(units[0], extra=[*extra, "--output=short-monotonic"])
+    report.journal = journal.splitlines()
+    security = box.run(["systemd-analyze", "security", "--no-pager", units[0]], check=False)
     report.exposure = parse_exposure(security.stdout)

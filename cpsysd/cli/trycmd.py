@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         Prints the status, the first journal lines, the first-request latency and the exposure
         score; nothing on this machine is changed."""
         from cpsysd.spec import load_spec
-        from cpsysd.trying import try_app
+        from cpsysd.trying import service_units, try_app
 
         spec = load_spec(config or Path("cpsysd.toml"))
         report = try_app(spec, progress=lambda line: typer.echo(f"try: {line}"))
@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
         typer.echo("")
         shown = min(JOURNAL_LINES, len(report.journal))
         typer.echo(
-            f"journal of {report.name}.service (first {shown} of {len(report.journal)} lines):"
+            f"journal of {', '.join(service_units(spec))} "
+            f"(first {shown} of {len(report.journal)} lines):"
         )
         for line in report.journal[:JOURNAL_LINES]:
             typer.echo(f"  {line}")
@@ -50,10 +51,12 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"boot             {report.boot_seconds:.2f} s")
         typer.echo(f"install          {report.install_seconds:.2f} s")
         if report.first_request_seconds is not None:
-            typer.echo(
-                f"first request    {report.first_request_seconds * 1000:.0f} ms "
-                "(socket activation: service start included)"
+            how = (
+                f"the instances were started by {spec.name}.target at install"
+                if spec.workers > 1
+                else "socket activation: service start included"
             )
+            typer.echo(f"first request    {report.first_request_seconds * 1000:.0f} ms ({how})")
         typer.echo(f"exposure         {report.exposure or 'unknown'} (systemd-analyze security)")
         left = ", ".join(report.leftovers) or "nothing left behind"
         typer.echo(f"teardown         {report.teardown_seconds:.2f} s, {left}")

@@ -114,7 +114,24 @@ def test_try_names_an_app_directory_the_service_cannot_enter(
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(
-        "cpsysd: error: cpsysd install refused inside the container: the service's DynamicUser "
+        "cpsysd: error: cpsysd install failed inside the container: the service's DynamicUser "
         "cannot use the working directory /srv/closed (mode rwx------, owner uid 0) (let others "
     ), result.stderr
     assert "nothing left behind" in result.stdout
+
+
+def test_try_with_workers_waits_for_every_instance(container_allowed: None, tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    for name in ("hello.py", "app.conf"):
+        (tmp_path / name).write_text((EXAMPLE / name).read_text())
+    description = tmp_path / "cpsysd.toml"
+    description.write_text((EXAMPLE / "cpsysd.toml").read_text() + "workers = 2\n")
+    result = run_try(description)
+    assert result.returncode == 0
+    assert "Hello from cpsysd!" in result.stdout
+    for unit in ("hello@1.service", "hello@2.service"):
+        assert f"{unit} - " in result.stdout  # in systemctl status
+    assert result.stdout.count("Active: active (running)") == 2
+    assert result.stdout.count('Status: "') == 2
+    assert "journal of hello@1.service, hello@2.service (first " in result.stdout
+    assert "ms (the instances were started by hello.target at install)" in result.stdout
