@@ -26,7 +26,9 @@ UNIT_NAME_MAX = 255  # systemd's UNIT_NAME_MAX (256) counts the NUL
 # Patterns, not compiled ones: re.fullmatch() compiles (and caches) one when a field needs it.
 # Compiling them all at import cost `cpsysd serve` about 0.7 ms at every start.
 _FDNAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
-_USER = r"[a-z_][a-z0-9_-]{0,31}"
+# systemd's strict user/group names: at most 31 characters (UT_NAMESIZE - 1); longer ones are
+# accepted with a warning by systemd-analyze verify, and useradd refuses them.
+_USER = r"[a-z_][a-z0-9_-]{0,30}"
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = rf"(\*\.)?({_LABEL}\.)*{_LABEL}"
 # Characters a path may not contain: they would need quoting in list-valued directives
@@ -291,7 +293,7 @@ def _user(fieldname: str, value: object) -> tuple[str | None, str | None]:
             raise SpecError(
                 fieldname,
                 f"{part!r} is not a valid user or group name",
-                "use lower-case letters, digits, '_' and '-'",
+                "use lower-case letters, digits, '_' and '-', at most 31 characters",
             )
     if user == "root" or group == "root":
         raise SpecError(

@@ -78,6 +78,8 @@ def test_listener_table_form_with_tls_flag() -> None:
         ({"environment": {"OK": "a\nb"}}, "environment.OK"),
         ({"user": "root"}, "user"),
         ({"user": "Bad User"}, "user"),
+        ({"user": "u" * 32}, "user"),  # systemd warns above 31 (strict user name rules)
+        ({"user": "www-data:" + "g" * 32}, "user"),
         ({"watchdog_sec": -1}, "watchdog_sec"),
         ({"watchdog_sec": True}, "watchdog_sec"),
         ({"network": "no"}, "network"),
@@ -177,3 +179,10 @@ def test_resolved_description_round_trips() -> None:
     )
     again = parse_spec(tomllib.loads(spec_to_toml(spec)), "/elsewhere")
     assert again == spec
+
+
+def test_user_and_group_names_up_to_31_characters() -> None:
+    """systemd's strict limit (systemd-analyze verify warns about a 32-character User=, found
+    by the hostile-input sample)."""
+    spec = parse(user="u" * 31 + ":" + "g" * 31)
+    assert (spec.user, spec.group) == ("u" * 31, "g" * 31)
