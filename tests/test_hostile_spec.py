@@ -357,7 +357,11 @@ def check_renew(spec: AppSpec, opts: RenderOptions, units: dict[str, str]) -> in
         assert documentation == file_url(opts.description_path)
     [start] = up.split_exec(service.value("Service", "ExecStart"))
     argv = [spec.python, "-m", "cpsysd", "cert", "renew", "-c", opts.description_path]
-    assert start.argv == argv + (["--user"] if opts.user_mode else [])
+    env: dict[str, str] = {}
+    for line in service.values("Service", "Environment"):
+        up.apply_environment(env, line)
+    # As systemd runs it: ${NAME} substituted and "$$" a literal "$" (systemd.service(5)).
+    assert up.replace_env_argv(start.argv, env) == argv + (["--user"] if opts.user_mode else [])
     writable = [
         word
         for line in service.values("Service", "ReadWritePaths")
