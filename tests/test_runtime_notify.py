@@ -153,9 +153,13 @@ def test_watchdog_pings_stop_while_the_app_hangs(tmp_path: Path, receiver: Notif
         first = receiver.wait_for("WATCHDOG", "1", start=ready)
         receiver.wait_for("WATCHDOG", "1", start=first + 1)  # pings keep coming while healthy
 
+        receiver.poll()
+        mark = len(receiver.messages)  # a slow probe before the hang may have said it already
         # The hang must outlast its detection plus the 1.6 s below, also on a loaded machine.
         threads = _hang_all_threads(port, seconds=6)
-        stuck = receiver.wait_for("STATUS", "Not answering: every request thread is busy or stuck")
+        stuck = receiver.wait_for(
+            "STATUS", "Not answering: every request thread is busy or stuck", start=mark
+        )
         time.sleep(1.6)  # three more watchdog periods
         receiver.poll()
         assert "WATCHDOG" not in receiver.states()[stuck + 1 :], receiver.messages[stuck:]
@@ -197,12 +201,12 @@ def test_extend_timeout_while_a_start_is_slow(
     tmp_path: Path, receiver: NotifyReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", receiver.path)
-    with notify_module.StartupExtender("Importing slow:app", grace=0.1, every=0.2) as extender:
-        time.sleep(0.75)
-    receiver.poll()
+    with notify_module.StartupExtender("Importing slow:app", grace=0.1, every=0.1) as extender:
+        time.sleep(1.0)
+    receiver.poll()  # leaving the block waited for a send under way: nothing comes after it
     extensions = [m for m in receiver.messages if "EXTEND_TIMEOUT_USEC" in m]
     assert len(extensions) == extender.extensions >= 2
-    assert all(m["EXTEND_TIMEOUT_USEC"] == "400000" for m in extensions)
+    assert all(m["EXTEND_TIMEOUT_USEC"] == "200000" for m in extensions)
     assert extensions[0]["STATUS"].startswith("Importing slow:app (")
     time.sleep(0.5)
     receiver.poll()

@@ -107,3 +107,7 @@ class StartupExtender:
 
     def __exit__(self, *exc_info: object) -> None:
         self._done.set()
+        # A send under way must land before the caller goes on to READY=1: a late STATUS
+        # ("importing ... so far") would otherwise replace the one READY=1 sets.
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
