@@ -43,8 +43,9 @@ def test_restart_and_reload_under_load_fail_no_request(
             assert after != before  # a new process served the rest
         else:
             assert after == before  # reloaded in place
-    journal = container.journal("hello.service")
-    assert "Reloading" in journal or "reload" in journal.lower()
+    wait_until(
+        lambda: "reload" in container.journal("hello.service").lower(), what="the reload logged"
+    )
 
 
 def test_stop_during_a_slow_request_lets_it_finish(container: Container) -> None:
@@ -105,8 +106,10 @@ def test_watchdog_restarts_a_hung_app(container: Container, tmp_path: Path) -> N
         return int(restarts) >= 1 and _main_pid(container) not in (0, first)
 
     wait_until(restarted, timeout=30, what="systemd to restart the hung service")
-    journal = container.journal("hello.service")
-    assert "Watchdog timeout" in journal
+    wait_until(
+        lambda: "Watchdog timeout" in container.journal("hello.service"),
+        what="systemd's watchdog message in the journal",
+    )
     assert curl(container, "http://127.0.0.1:8080/health")[0] == 200  # the new process answers
     for thread in hangs:
         thread.join(timeout=60)

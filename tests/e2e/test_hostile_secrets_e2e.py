@@ -48,6 +48,8 @@ def test_no_secret_in_journal_environment_or_process(box: Container) -> None:
     wait_until(lambda: curl(box, "https://127.0.0.1/", "--insecure")[0] == 200, what="reload")
     bad, _, _ = curl(box, "https://127.0.0.1/nonexistent", "--insecure")
     assert bad == 404
+    # The access log reaches journald asynchronously: read the journal once it is there.
+    wait_until(lambda: "/nonexistent" in box.journal("hello.service"), what="the access log")
 
     pid = box.run(["systemctl", "show", "-p", "MainPID", "--value", "hello.service"]).stdout
     views = {
@@ -60,7 +62,7 @@ def test_no_secret_in_journal_environment_or_process(box: Container) -> None:
         "units": box.run(["systemctl", "cat", "hello.service", "hello.socket"]).stdout,
     }
     assert "hello" in views["journal"]
-    assert "/nonexistent" in views["journal"]  # the access log reached the journal
+    assert "/nonexistent" in views["journal"]
     for where, text in views.items():
         leaked = [needle for needle in needles if needle in text]
         assert leaked == [], f"{where} shows secret material"

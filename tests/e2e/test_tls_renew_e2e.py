@@ -17,7 +17,7 @@ from cpsysd.spec import Listener, TLSConfig, load_spec
 from cpsysd.tls import Certificate, CertificateAuthority, PrivateKey
 from cpsysd.tomlwrite import spec_to_toml
 from tests.conftest import EXAMPLE
-from tests.e2e.e2etools import example_spec, install_app
+from tests.e2e.e2etools import example_spec, install_app, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -52,8 +52,22 @@ def renew_and_restart(box: Container) -> None:
     box.run(["systemctl", "start", "hello-cert-renew.service"])
     result = box.run(["systemctl", "show", "-p", "Result", "--value", "hello-cert-renew.service"])
     assert result.stdout.strip() == "success", box.journal("hello-cert-renew.service")
+    # Its report travels to journald over a stream socket: it may arrive after the job ended.
+    wait_until(
+        lambda: bool(
+            re.search(
+                r"renewed /etc/cpsysd/tls/hello.crt: .*; restarted hello.service",
+                box.journal("hello-cert-renew.service"),
+            )
+        ),
+        what="the renewal report in the journal",
+    )
+
+
+def renewal_reports(box: Container) -> list[str]:
+    """The renewal job's report lines about hello.crt in the journal, oldest first."""
     log = box.journal("hello-cert-renew.service")
-    assert re.search(r"renewed /etc/cpsysd/tls/hello.crt: .*; restarted hello.service", log), log
+    return [line for line in log.splitlines() if "hello.crt" in line]
 
 
 def main_pid(box: Container) -> str:
@@ -132,10 +146,10 @@ def test_renewal_timer_reissues_and_the_app_serves_the_new_certificate(box: Cont
 
     # Not due any more: the next run leaves certificate and app alone.
     pid = main_pid(box)
+    earlier = len(renewal_reports(box))
     box.run(["systemctl", "start", "hello-cert-renew.service"])
-    reports = [
-        line for line in box.journal("hello-cert-renew.service").splitlines() if "hello.crt" in line
-    ]
+    wait_until(lambda: len(renewal_reports(box)) > earlier, what="the second run's report")
+    reports = renewal_reports(box)
     assert "not due" in reports[-1], reports
     assert main_pid(box) == pid
     assert served_serial(box) == after
