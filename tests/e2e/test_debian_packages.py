@@ -27,9 +27,12 @@ TLS = "/var/lib/cpsysd/hello-tls"
 # places the host itself changes meanwhile are left out: dpkg's database and logs, caches, the
 # harness's scratch directories, and bytecode caches other than cpsysd's (any root process
 # running Debian's python3 may write those). -H: /lib may be a symlink to usr/lib (merged /usr).
+# Pruned: dpkg's, apt's and logs' own state, and what the host's daily jobs may change under
+# the overlay meanwhile (apt lists, /var/backups); cpsysd writes none of them.
 FILE_LIST = (
     "find -H /etc /lib /usr /var /opt /srv -xdev \\( -path /var/lib/dpkg -o -path /var/log"
-    " -o -path /var/cache -o -path /var/tmp -o -path {base} \\) -prune -o -printf '%y %p\\n'"
+    " -o -path /var/cache -o -path /var/tmp -o -path /var/lib/apt -o -path /var/backups"
+    " -o -path {base} \\) -prune -o -printf '%y %p\\n'"
 )
 
 
