@@ -97,11 +97,21 @@ def write_app(
     return description
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on [::] and 0.0.0.0 right now. All are bound before any is
+    released: calling free_port() twice may return the same port, closed by the first call."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(("::", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(("::", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def socket_activate(
@@ -223,9 +233,27 @@ def wait_listening(address: str, timeout: float = 20) -> None:
     """Until ``address`` (PORT, HOST:PORT, [V6]:PORT or a unix path) accepts connections.
     Under socket activation the first connection starts the service, as any client would."""
     if address.startswith("/"):
-        wait_for(lambda: os.path.exists(address), timeout, f"{address} to exist")
+        connect_unix_when_up(address, timeout).close()
     else:
         connect_when_up(int(address.rsplit(":", 1)[-1]), timeout).close()
+
+
+def connect_unix_when_up(path: str, timeout: float = 20) -> socket.socket:
+    """A connection to the unix socket ``path``, retried while it is missing or not listening
+    yet: systemd-socket-activate creates the file at bind() and listens only after that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            return sock
+        except BaseException as err:
+            sock.close()
+            retry = isinstance(err, (ConnectionRefusedError, FileNotFoundError))
+            if not retry or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
 
 
 def connect_when_up(port: int, timeout: float = 20) -> socket.socket:

@@ -105,7 +105,12 @@ def test_timeout_kills_the_command_inside() -> None:
         with pytest.raises(ContainerCommandError, match="timed out"):
             box.run(["sleep", "60"], timeout=0.5)
         # nsenter forks into the pid namespace; the whole process group was killed, not just it.
-        assert box.run(["pgrep", "-x", "sleep"], check=False).returncode == 1
+        # pgrep also sees a killed sleep until the container's systemd has reaped it: poll (the
+        # bound only keeps a regression from hanging).
+        deadline = time.monotonic() + 10
+        while box.run(["pgrep", "-x", "sleep"], check=False).returncode != 1:
+            assert time.monotonic() < deadline, "sleep still runs in the container"
+            time.sleep(0.1)
 
 
 def test_journal_and_units(tmp_path: Path) -> None:
@@ -269,5 +274,7 @@ def test_a_name_in_use_is_refused_and_the_other_container_untouched() -> None:
     with Container() as first:
         with pytest.raises(HarnessError, match="exists"):
             Container(first.name).boot()
-        assert first.run(["systemctl", "is-system-running"]).stdout == "running\n"
+        # Still up; "degraded" (a failed unit) is as good as "running", as for boot itself.
+        state = first.run(["systemctl", "is-system-running"], check=False).stdout
+        assert state in ("running\n", "degraded\n")
         assert (harness.BASE / first.name / "console.log").exists()

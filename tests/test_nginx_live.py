@@ -50,7 +50,9 @@ def instance_addresses(description: Path) -> list[str]:
 
 
 def test_nginx_in_front_of_port_instances(tmp_path: Path) -> None:
-    base, front = free_port_run(WORKERS), free_port()
+    # One run for the instances and nginx: separate calls may hand out the same port twice.
+    base = free_port_run(WORKERS + 1)
+    front = base + WORKERS
     static = tmp_path / "static"
     static.mkdir()
     (static / "notes.txt").write_text("static text, compressible. " * 200)
@@ -123,7 +125,8 @@ def test_tls_terminates_at_nginx(tmp_path: Path) -> None:
          "-addext", "subjectAltName=DNS:www.example.test", "-days", "2"],
         check=True, capture_output=True,
     )  # fmt: skip
-    app_port, front = free_port(), free_port()
+    app_port = free_port_run(2)  # both held at once, so two distinct ports
+    front = app_port + 1
     description = describe(
         tmp_path, f"127.0.0.1:{app_port}", listen=str(front),
         server_name='["www.example.test"]', tls_cert=f'"{cert}"', tls_key=f'"{key}"',

@@ -18,6 +18,7 @@ from runtimekit import (
     Proc,
     connect_when_up,
     free_port,
+    free_ports,
     get_json,
     launch_with_fds,
     socket_activate,
@@ -141,7 +142,7 @@ def test_connected_socket_from_accept_mode(tmp_path: Path, notify: NotifyReceive
 
 
 def test_listener_missing_from_what_systemd_passed(tmp_path: Path, notify: NotifyReceiver) -> None:
-    port, other = free_port(), free_port()
+    port, other = free_ports(2)
     description = write_app(tmp_path / "app", [str(port), f"127.0.0.1:{other}=admin"])
     argv = socket_activate(
         [str(port)],
@@ -163,7 +164,7 @@ def test_listener_missing_from_what_systemd_passed(tmp_path: Path, notify: Notif
 
 
 def test_socket_matching_no_listener(tmp_path: Path, notify: NotifyReceiver) -> None:
-    port, stray = free_port(), free_port()
+    port, stray = free_ports(2)
     proc = _launch(tmp_path, notify, [f"tcp:{port}", f"tcp:{stray}"], listen=str(port))
     _fails(proc, notify, f"systemd passed fd 4 [::]:{stray}, which matches no listener")
 

@@ -19,6 +19,7 @@ from runtimekit import (
     UnixHTTPConnection,
     connect_when_up,
     free_port,
+    free_ports,
     get,
     get_json,
     get_when_up,
@@ -125,7 +126,7 @@ def test_two_named_sockets(tmp_path: Path) -> None:
 
 def test_named_sockets_in_another_order_than_described(tmp_path: Path) -> None:
     """Names decide, not positions: systemd passes sockets in its own order."""
-    http_port, admin_port = free_port(), free_port()
+    http_port, admin_port = free_ports(2)
     proc = _activated(
         tmp_path,
         [f"127.0.0.1:{admin_port}", f"127.0.0.1:{http_port}"],
@@ -274,7 +275,7 @@ def test_example_app_socket_activated(tmp_path: Path) -> None:
 def test_a_named_socket_serves_its_listener_on_another_port(tmp_path: Path) -> None:
     """Worker instances in `worker_mode = "ports"` listen on port + N - 1 with the same socket
     name: the name decides which listener (and so TLS or not) a socket serves."""
-    described, actual = free_port(), free_port()
+    described, actual = free_ports(2)
     proc = _activated(
         tmp_path, [f"127.0.0.1:{actual}"], [f"127.0.0.1:{described}=http"], fdnames=["http"]
     )

@@ -57,7 +57,9 @@ def test_in_flight_request_completes_during_sigterm(tmp_path: Path) -> None:
         idle.request("GET", "/")  # an idle keep-alive connection, closed at the stop
         idle.getresponse().read()
         result: dict[str, object] = {}
-        thread = _slow_request(port, 2, result)
+        # Long enough to still run when SIGTERM lands on a loaded machine; well within the
+        # stop deadline (timeout_stop_sec = 10 minus a margin).
+        thread = _slow_request(port, 6, result)
         wait_for(lambda: (tmp_path / "app" / "slow-started").exists(), what="the slow request")
         proc.signal(signal.SIGTERM)
         receiver.wait_for("STOPPING", "1")
@@ -70,7 +72,7 @@ def test_in_flight_request_completes_during_sigterm(tmp_path: Path) -> None:
     assert result.get("status") == 200, result
     body = result["body"]
     assert isinstance(body, bytes)
-    assert body.startswith(b"slept 2 s\n")
+    assert body.startswith(b"slept 6 s\n")
     assert body.endswith(b"\nend\n")
     assert len(body) == int(str(result["length"]))
     assert "Traceback" not in proc.output()

@@ -20,6 +20,7 @@ from runtimekit import (
     NotifyReceiver,
     Proc,
     free_port,
+    free_ports,
     get_json,
     socket_activate,
     wait_listening,
@@ -273,7 +274,7 @@ def test_sighup_swaps_the_certificate_without_dropping_connections(
 
 
 def test_http_and_https_from_one_process(tmp_path: Path, pki: dict[str, Path]) -> None:
-    plain, secure = free_port(), free_port()
+    plain, secure = free_ports(2)
     description = write_app(
         tmp_path / "app",
         [f"{plain}=http", f"{secure}=https"],

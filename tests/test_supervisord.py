@@ -184,9 +184,12 @@ def _wait(predicate: object, what: str, timeout: float = 20.0) -> None:
 
 
 def _answers(port: int) -> int | None:
+    """The PID answering on ``port``, or None if nothing does (refused, or reset by a process
+    being killed). The timeout is generous: `cpsysd serve` listens before it imports CherryPy
+    and the app, so a first answer on a loaded machine can take seconds. Any other error fails."""
     try:
-        return int(whoami("127.0.0.1", port, timeout=2)["pid"])
-    except OSError:
+        return int(whoami("127.0.0.1", port, timeout=20)["pid"])
+    except (ConnectionRefusedError, ConnectionResetError):
         return None
 
 

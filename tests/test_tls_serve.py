@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runtimekit import CPSYSD, Proc, free_port, socket_activate, write_app
+from runtimekit import CPSYSD, Proc, free_port, free_ports, socket_activate, write_app
 
 pytestmark = pytest.mark.skipif(
     shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate missing"
@@ -250,7 +250,7 @@ def test_tls_1_1_is_refused(pki: Path, https_server: tuple[int, Proc]) -> None:
 
 
 def test_http_and_https_from_one_process(pki: Path) -> None:
-    http_port, https_port = free_port(), free_port()
+    http_port, https_port = free_ports(2)
     description = write_app(
         pki / "app",
         [f"127.0.0.1:{http_port}=http", f"127.0.0.1:{https_port}=https"],
