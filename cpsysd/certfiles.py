@@ -19,6 +19,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from cpsysd import fsutil
 from cpsysd.errors import TLSError
 from cpsysd.tls import (
     Certificate,
@@ -251,14 +252,9 @@ def make_self_signed(
 
 
 def _make_directories(directory: Path) -> list[Path]:
-    """``mkdir -p``: missing parents 0755, ``directory`` itself 0700 (chmod-ed: the umask may
-    be looser). Returns what it created, deepest last, for removal on failure."""
-    missing = [p for p in (directory, *directory.parents) if not p.exists()][::-1]
-    for path in missing:
-        path.mkdir(mode=0o700)
-        # chmod, not the umask: parents must stay traversable for the services (0755).
-        os.chmod(path, 0o700 if path == directory else 0o755)
-    return missing
+    """``mkdir -p``: missing parents 0755 (traversable for the services), ``directory`` itself
+    0700. Returns what it created, deepest last, for removal on failure."""
+    return fsutil.make_directories(directory, 0o700)
 
 
 def create_ca(

@@ -39,6 +39,18 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def make_directories(directory: Path, mode: int = 0o755) -> list[Path]:
+    """``mkdir -p`` whatever the umask: missing parents 0755, ``directory`` itself ``mode``
+    (chmod-ed after mkdir, which the umask narrows: root's umask 027 or 077 on hardened hosts
+    would make /var/lib/cpsysd unreadable for the services). Returns what it created,
+    deepest last."""
+    missing = [p for p in (directory, *directory.parents) if not p.exists()][::-1]
+    for path in missing:
+        path.mkdir(mode=0o700)
+        os.chmod(path, mode if path == directory else 0o755)
+    return missing
+
+
 def stage(target: Path, data: bytes, mode: int = 0o644) -> Path:
     """Write ``data`` to the staging file of ``target`` with ``mode`` and fsync it.
 
@@ -47,7 +59,7 @@ def stage(target: Path, data: bytes, mode: int = 0o644) -> Path:
     """
     temp = temp_path(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_directories(target.parent)
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         fd = os.open(

@@ -197,6 +197,7 @@ def _precompile(spec: AppSpec, report: InstallReport) -> None:
             spec.working_directory,
         ],
         check=False,
+        umask=0o022,  # the service, another user, must read the caches whatever root's umask
     )
     if result.returncode != 0:
         report.notes.append(f"byte-compiling {spec.working_directory} failed: the app still runs")

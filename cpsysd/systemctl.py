@@ -25,8 +25,10 @@ def run_command(
     timeout: float = 120,
     input_text: str | None = None,
     env: dict[str, str] | None = None,
+    umask: int = -1,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` (no shell), capture its output as text, raise CommandError on failure."""
+    """Run ``argv`` (no shell), capture its output as text, raise CommandError on failure.
+    ``umask``: the child's (subprocess.Popen; -1 keeps this process's)."""
     cmdline = shlex.join(argv)
     log.debug("running %s", cmdline)
     if shutil.which(argv[0]) is None:
@@ -41,6 +43,7 @@ def run_command(
             timeout=timeout,
             input=input_text,
             env=env,
+            umask=umask,
             check=False,
         )
     except subprocess.TimeoutExpired:

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from cpsysd.errors import InstallError
-from cpsysd.install import InstallTarget, install, read_manifest, uninstall
+from cpsysd.install import (
+    InstallReport,
+    InstallTarget,
+    _precompile,
+    install,
+    read_manifest,
+    uninstall,
+)
 from cpsysd.render import MARKER
 from cpsysd.spec import parse_spec
 
@@ -177,3 +184,38 @@ def test_state_directory_is_not_world_writable(tmp_path: Path) -> None:
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert path.stat().st_mode & 0o022 == 0, path
+
+
+def test_what_it_creates_is_readable_by_the_service_whatever_the_umask(tmp_path: Path) -> None:
+    """Hardened hosts give root umask 027 or 077: a /var/lib/cpsysd made 0750 would hide the
+    description from the service's DynamicUser (cpsysd serve -c /var/lib/cpsysd/NAME.toml)."""
+    old = os.umask(0o077)
+    try:
+        install(spec_of(), InstallTarget(root=tmp_path))
+    finally:
+        os.umask(old)
+    made = [p for p in tmp_path.rglob("*")]
+    assert tmp_path / "var" / "lib" / "cpsysd" / "app.toml" in made
+    for path in made:
+        expected = 0o755 if path.is_dir() else 0o644
+        assert path.stat().st_mode & 0o777 == expected, path
+
+
+def test_byte_code_caches_are_readable_by_the_service_whatever_the_umask(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "app.py").write_text("class Root: pass\n")
+    (app / "app.py").chmod(0o644)
+    report = InstallReport()
+    old = os.umask(0o077)
+    try:
+        _precompile(
+            parse_spec({"name": "app", "entry": "app:Root", "python": sys.executable}, str(app)),
+            report,
+        )
+    finally:
+        os.umask(old)
+    assert report.notes == []
+    (cache,) = (app / "__pycache__").iterdir()
+    assert (app / "__pycache__").stat().st_mode & 0o777 == 0o755
+    assert cache.stat().st_mode & 0o777 == 0o644

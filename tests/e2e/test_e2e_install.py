@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 
 import pytest
-from e2etools import curl, example_spec, install_app
+from e2etools import curl, example_spec, install_app, prepare_app
 
 from cpsysd.errors import CommandError
 from cpsysd.harness import Container
@@ -75,3 +75,17 @@ def test_install_is_idempotent_and_refuses_foreign_units(container: Container) -
     other = example_spec(name="other")
     with pytest.raises(CommandError, match="was not written by cpsysd"):
         install_app(container, other)
+
+
+def test_install_under_a_hardened_umask(container: Container) -> None:
+    """Root's umask 027 (CIS benchmarks): the state directory install creates and the byte-code
+    caches it compiles must still be readable by the service's DynamicUser."""
+    install = prepare_app(container, example_spec())
+    container.run(["rm", "-rf", "/var/lib/cpsysd"])  # made again by install, under the umask
+    container.run(["sh", "-c", 'umask 027 && exec "$@"', "sh", *install])
+    assert container.run(["stat", "-c", "%a", "/var/lib/cpsysd"]).stdout == "755\n"
+    status, _, body = curl(container, "http://127.0.0.1:8080/")
+    assert (status, body.startswith("Hello from cpsysd!")) == (200, True)
+    caches = container.run(["find", "/srv/hello/__pycache__", "-printf", "%m %f\n"]).stdout
+    assert caches.split()[0] == "755", caches  # the directory itself comes first
+    assert all(line.startswith("644 ") for line in caches.splitlines()[1:]), caches
