@@ -40,15 +40,30 @@ def fsync_dir(directory: Path) -> None:
 
 
 def make_directories(directory: Path, mode: int = 0o755) -> list[Path]:
-    """``mkdir -p`` whatever the umask: missing parents 0755, ``directory`` itself ``mode``
-    (chmod-ed after mkdir, which the umask narrows: root's umask 027 or 077 on hardened hosts
-    would make /var/lib/cpsysd unreadable for the services). Returns what it created,
-    deepest last."""
+    """``mkdir -p`` whatever the umask: missing parents 0755, ``directory`` itself ``mode``.
+    Root's umask on hardened hosts (027, 077) would otherwise make /var/lib/cpsysd unreadable
+    for the services. Returns what it created, deepest last."""
     missing = [p for p in (directory, *directory.parents) if not p.exists()][::-1]
     for path in missing:
-        path.mkdir(mode=0o700)
-        os.chmod(path, mode if path == directory else 0o755)
+        _make_directory(path, mode if path == directory else 0o755)
     return missing
+
+
+def _make_directory(path: Path, mode: int) -> None:
+    """One directory with exactly ``mode``, never seen with another: made under a staging
+    name, chmod-ed (mkdir's mode is narrowed by the umask), then renamed into place. A killed
+    run leaves only the empty staging directory, which the next run replaces."""
+    temp = path.with_name(f".{path.name}.cpsysd-tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(temp)
+    os.mkdir(temp, 0o700)
+    os.chmod(temp, mode)
+    try:
+        os.rename(temp, path)
+    except OSError:
+        os.rmdir(temp)
+        if not path.is_dir():  # made meanwhile by someone else: theirs stands
+            raise
 
 
 def stage(target: Path, data: bytes, mode: int = 0o644) -> Path:
