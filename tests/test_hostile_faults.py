@@ -39,6 +39,10 @@ OLD = (
 )
 NEW = OLD + 'listen = ["8080", "/run/fz.sock=web"]\ndescription = "second version"\n'
 State = dict[str, tuple[bytes, int]]
+# The traced and the killed runs must make the same system calls: without this, a run that
+# compiles a changed module writes its byte-code cache, and "kill at the 5th write" of the
+# reference run may never come in the next one.
+NO_BYTECODE = {"PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def snapshot(root: Path) -> State:
@@ -78,6 +82,7 @@ def kill_points(argv: list[str], workdir: Path) -> list[tuple[str, int]]:
         check=True,
         capture_output=True,
         cwd=workdir,
+        env={**os.environ, **NO_BYTECODE},
     )
     counts: dict[str, int] = {}
     for line in trace.read_text().splitlines():
@@ -95,6 +100,7 @@ def run_killed(argv: list[str], syscall: str, n: int, workdir: Path) -> int:
         cwd=workdir,
         timeout=120,
         check=False,
+        env={**os.environ, **NO_BYTECODE},
     )
     return result.returncode
 
@@ -358,6 +364,7 @@ class Postinst:
                 "DPKG_MAINTSCRIPT_NAME": "postinst",
                 "HOME": str(self.root),
                 "LC_ALL": "C.UTF-8",
+                **NO_BYTECODE,
                 **env,
             },
             capture_output=True,
