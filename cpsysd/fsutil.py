@@ -57,12 +57,13 @@ def _make_directory(path: Path, mode: int) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.rmdir(temp)
     os.mkdir(temp, 0o700)
-    os.chmod(temp, mode)
     try:
+        os.chmod(temp, mode)
         os.rename(temp, path)
     except OSError:
-        os.rmdir(temp)
-        if not path.is_dir():  # made meanwhile by someone else: theirs stands
+        with contextlib.suppress(OSError):
+            os.rmdir(temp)
+        if not path.is_dir():  # made meanwhile by another cpsysd: theirs stands
             raise
 
 
