@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cpsysd import fsutil
 from cpsysd.errors import TLSError
+from cpsysd.passphrases import passphrase_from_file
 from cpsysd.tls import (
     Certificate,
     CertificateAuthority,
@@ -209,7 +210,7 @@ def read_passphrase(file: str | None = None, credential: str | None = None) -> b
     else:
         return None
     data = _read(source, "passphrase file")
-    data = data.removesuffix(b"\n").removesuffix(b"\r")
+    data = passphrase_from_file(data)
     if not data:
         raise TLSError(f"passphrase file {source} is empty", "put the passphrase in it")
     if len(data) > MAX_PASSPHRASE:

@@ -25,6 +25,7 @@ from cheroot.ssl import Adapter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from cpsysd.errors import TLSError
+from cpsysd.passphrases import passphrase_from_file
 from cpsysd.records import record
 from cpsysd.spec import TLSConfig
 
@@ -103,10 +104,7 @@ def server_context(files: TLSFiles) -> ssl.SSLContext:
         pem = pem.rstrip(b"\n") + b"\n" + _read(files.chain, "chain")
     passphrase = None
     if files.passphrase:
-        # One trailing line break is dropped, as `cpsysd cert` does when it encrypts the key
-        # (cpsysd.certfiles.read_passphrase): the same file must open the key in both.
-        data = _read(files.passphrase, "key passphrase")
-        passphrase = data.removesuffix(b"\n").removesuffix(b"\r")
+        passphrase = passphrase_from_file(_read(files.passphrase, "key passphrase"))
     _read(files.key, "key")  # a clear message for a missing or unreadable key first
 
     def password() -> bytes:
