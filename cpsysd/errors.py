@@ -6,6 +6,8 @@ stderr and a non-zero exit code (a traceback only with ``--debug``).
 
 from __future__ import annotations
 
+ERROR_PREFIX = "cpsysd: error: "  # how every command starts its one-line error on stderr
+
 
 class CpsysdError(Exception):
     """An error the user can act on. ``str(err)`` is the message; ``err.hint`` says what to do."""

@@ -21,13 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from cpsysd.errors import HarnessError
+from cpsysd.errors import ERROR_PREFIX, HarnessError
 from cpsysd.harness import Container, available, leftovers
 from cpsysd.harness_commands import ContainerCommandError
 from cpsysd.harness_provision import AppInterpreter, Provisioned, ask_interpreter, provision_venv
 from cpsysd.instances import instance_names
 from cpsysd.spec import AppSpec, Listener
 from cpsysd.tomlwrite import spec_to_toml
+from cpsysd.workers import service_template_name
 
 CONTAINER_DESCRIPTION_DIR = "/etc/cpsysd"
 EXTRA_FILES_DIR = "/etc/cpsysd/files"  # files the description names outside its directory
@@ -209,8 +210,10 @@ def _install_and_request(
     except ContainerCommandError as err:
         # cpsysd's own one-line error says what to fix: pass it on, not the nsenter argv.
         said = err.stderr.strip().splitlines()[-1:]
-        if said and said[0].startswith("cpsysd: error: "):
-            report.problem = f"cpsysd install failed inside the container: {said[0][15:]}"
+        if said and said[0].startswith(ERROR_PREFIX):
+            report.problem = (
+                f"cpsysd install failed inside the container: {said[0].removeprefix(ERROR_PREFIX)}"
+            )
             report.hint = None
         else:
             report.problem = f"cpsysd install failed inside the container: {err.one_line()}"
@@ -241,7 +244,7 @@ def _install_and_request(
 def service_units(spec: AppSpec) -> list[str]:
     """The app's service units once installed: ``NAME.service``, or one per worker instance."""
     if spec.workers > 1:
-        return [f"{spec.name}@{instance}.service" for instance in instance_names(spec)]
+        return [service_template_name(spec, instance) for instance in instance_names(spec)]
     return [f"{spec.name}.service"]
 
 

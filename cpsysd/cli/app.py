@@ -13,7 +13,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import ClickException  # type: ignore[import-not-found,no-redef]
 
 from cpsysd import __version__
-from cpsysd.errors import CpsysdError
+from cpsysd.errors import ERROR_PREFIX, CpsysdError
 
 app = typer.Typer(
     name="cpsysd",
@@ -54,7 +54,7 @@ def _register() -> None:
 
 def fail(message: str) -> int:
     """Print one ``cpsysd: error: ...`` line on stderr; returns the exit code to use."""
-    sys.stderr.write(f"cpsysd: error: {message}\n")
+    sys.stderr.write(f"{ERROR_PREFIX}{message}\n")
     return 1
 
 

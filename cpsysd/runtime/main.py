@@ -14,7 +14,7 @@ import sys
 import traceback
 from typing import Any
 
-from cpsysd.errors import CpsysdError
+from cpsysd.errors import ERROR_PREFIX, CpsysdError
 from cpsysd.runtime import notify
 from cpsysd.runtime.adopt import activation_requested, adopt_sockets
 from cpsysd.runtime.listeners import Binding, bind_listeners, close_bindings, match_passed_sockets
@@ -284,5 +284,5 @@ def serve_main(argv: list[str], debug: bool = False) -> int:
 def _report(message: str, debug: bool) -> None:
     if debug:
         traceback.print_exc()
-    print(f"cpsysd: error: {message}", file=sys.stderr)
+    print(f"{ERROR_PREFIX}{message}", file=sys.stderr)
     notify.failed(message)
