@@ -6,17 +6,14 @@ credentials and the new key is encrypted again."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import re
 
 import pytest
 
 from cpsysd.harness import Container
-from cpsysd.spec import Listener, TLSConfig, load_spec
-from cpsysd.tls import Certificate, CertificateAuthority, PrivateKey
-from cpsysd.tomlwrite import spec_to_toml
-from tests.conftest import EXAMPLE
+from cpsysd.spec import Listener, TLSConfig
+from cpsysd.tls import Certificate, CertificateAuthority, LeafCert, PrivateKey
 from tests.e2e.e2etools import example_spec, install_app, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -76,41 +73,42 @@ def main_pid(box: Container) -> str:
     ).stdout.strip()
 
 
-def test_renewal_timer_reissues_and_the_app_serves_the_new_certificate(box: Container) -> None:
-    python = box.provision_cpsysd()
-    box.run([python, "-m", "cpsysd", "cert", "ca", "--dir", CA_DIR])
-    # An expiring certificate from that CA: made here with explicit dates, copied in.
-    ca = CertificateAuthority.from_pem(
-        box.read_file(f"{CA_DIR}/ca.pem").encode(),
-        box.sh(f"cat {CA_DIR}/ca.key").stdout.encode(),
-    )
+def install_with_expiring_cert(
+    box: Container, ca: CertificateAuthority, key_passphrase: bytes | None = None, **tls: str
+) -> LeafCert:
+    """A certificate from ``ca`` that expires in 5 days (explicit dates: the CLI makes only
+    fresh ones), its key encrypted with ``key_passphrase`` if given, both copied in; then the
+    example app installed to serve them over HTTPS on 443 with renewal 30 days before expiry
+    and ``tls`` as further [tls] fields. Returns the expiring certificate."""
     now = datetime.datetime.now(datetime.UTC)
     old = ca.issue_leaf_cert(
         "localhost", validity=(now - datetime.timedelta(days=85), now + datetime.timedelta(days=5))
     )
     box.run(["mkdir", "-p", "-m", "0755", TLS_DIR])
     box.write_file(f"{TLS_DIR}/hello.crt", old.cert_pem.bytes().decode())
-    box.write_file(f"{TLS_DIR}/hello.key", old.private_key_pem().bytes().decode(), 0o600)
-
-    spec = load_spec(EXAMPLE / "cpsysd.toml")
-    tls = TLSConfig(
+    key = old.private_key_pem(key_passphrase).bytes().decode()
+    box.write_file(f"{TLS_DIR}/hello.key", key, 0o600)
+    config = TLSConfig(
         cert=f"{TLS_DIR}/hello.crt",
         key=f"{TLS_DIR}/hello.key",
         renew_days=30,
         ca_dir=CA_DIR,
         hosts=("localhost", "127.0.0.1"),
+        **tls,
     )
-    spec = dataclasses.replace(
-        spec,
-        python=python,
-        working_directory="/srv/hello",
-        config="/srv/hello/app.conf",
-        listeners=(Listener("https", True, port=443),),
-        tls=tls,
+    install_app(box, example_spec(listeners=(Listener("https", True, port=443),), tls=config))
+    return old
+
+
+def test_renewal_timer_reissues_and_the_app_serves_the_new_certificate(box: Container) -> None:
+    python = box.provision_cpsysd()
+    box.run([python, "-m", "cpsysd", "cert", "ca", "--dir", CA_DIR])
+    # The CA read back, to issue an expiring certificate from it (install_with_expiring_cert).
+    ca = CertificateAuthority.from_pem(
+        box.read_file(f"{CA_DIR}/ca.pem").encode(),
+        box.sh(f"cat {CA_DIR}/ca.key").stdout.encode(),
     )
-    box.copy_in(EXAMPLE, "/srv/hello", exclude=["__pycache__"])
-    box.write_file("/etc/cpsysd/hello.toml", spec_to_toml(spec))
-    box.run([python, "-m", "cpsysd", "install", "hello", "-c", "/etc/cpsysd/hello.toml"])
+    old = install_with_expiring_cert(box, ca)
 
     assert (
         box.run(["systemctl", "is-enabled", "hello-cert-renew.timer"]).stdout.strip() == "enabled"
@@ -185,24 +183,14 @@ def test_renewal_keeps_an_encrypted_key_encrypted_and_opens_an_encrypted_ca(
     ca = CertificateAuthority.from_pem(
         box.read_file(f"{CA_DIR}/ca.pem").encode(), ca_key, CA_PASSPHRASE.encode()
     )
-    now = datetime.datetime.now(datetime.UTC)
-    old = ca.issue_leaf_cert(
-        "localhost", validity=(now - datetime.timedelta(days=85), now + datetime.timedelta(days=5))
-    )
-    old_key = old.private_key_pem(KEY_PASSPHRASE.encode()).bytes()
-    box.run(["mkdir", "-p", "-m", "0755", TLS_DIR])
-    box.write_file(f"{TLS_DIR}/hello.crt", old.cert_pem.bytes().decode())
-    box.write_file(f"{TLS_DIR}/hello.key", old_key.decode(), 0o600)
-    tls = TLSConfig(
-        cert=f"{TLS_DIR}/hello.crt",
-        key=f"{TLS_DIR}/hello.key",
-        renew_days=30,
-        ca_dir=CA_DIR,
-        hosts=("localhost", "127.0.0.1"),
+    old = install_with_expiring_cert(
+        box,
+        ca,
+        KEY_PASSPHRASE.encode(),
         passphrase_file="/root/hello.pass",
         ca_passphrase_file="/root/ca.pass",
     )
-    install_app(box, example_spec(listeners=(Listener("https", True, port=443),), tls=tls))
+    old_key = box.sh(f"cat {TLS_DIR}/hello.key").stdout.encode()  # as written, encrypted
     before = served_serial(box)  # the app opened the encrypted key with its credential
     assert before == old.certificate.x509.serial_number
     app_credentials = box.run(["ls", "/run/credentials/hello.service"]).stdout.split()
