@@ -257,14 +257,16 @@ def _status_pids(conf: Path) -> dict[str, int]:
     return pids
 
 
-def _workers_description(tmp_path: Path, listen: str, mode: str) -> Path:
+def _workers_conf(tmp_path: Path, listen: str, mode: str) -> Path:
+    """A supervisord.conf running the example app as 2 workers in ``mode`` on ``listen``."""
     description = tmp_path / "hello.toml"
     description.write_text(
         f'name = "hello"\nentry = "hello:Root"\npython = "{sys.executable}"\n'
         f'working_directory = "{REPO}/examples/hello"\nlisten = ["{listen}"]\n'
         f'workers = 2\nworker_mode = "{mode}"\n'
     )
-    return description
+    program = render_supervisord(load_spec(description), str(description), str(tmp_path))
+    return supervisord_conf(tmp_path, program)
 
 
 def _kill_leftovers(pids: set[int]) -> None:
@@ -287,10 +289,7 @@ def _reaped(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_real_supervisord_runs_reuseport_workers_on_one_port(tmp_path: Path, port: int) -> None:
-    description = _workers_description(tmp_path, f"127.0.0.1:{port}", "reuseport")
-    conf = supervisord_conf(
-        tmp_path, render_supervisord(load_spec(description), str(description), str(tmp_path))
-    )
+    conf = _workers_conf(tmp_path, f"127.0.0.1:{port}", "reuseport")
     seen_pids: set[int] = set()
     try:
         with running([str(SUPERVISORD), "-c", str(conf)], tmp_path / "supervisord.out") as daemon:
@@ -337,10 +336,7 @@ def test_real_supervisord_runs_reuseport_workers_on_one_port(tmp_path: Path, por
 @pytest.mark.slow
 def test_real_supervisord_runs_ports_workers_each_on_its_port(tmp_path: Path) -> None:
     first = free_port_run(2)
-    description = _workers_description(tmp_path, f"127.0.0.1:{first}", "ports")
-    conf = supervisord_conf(
-        tmp_path, render_supervisord(load_spec(description), str(description), str(tmp_path))
-    )
+    conf = _workers_conf(tmp_path, f"127.0.0.1:{first}", "ports")
     seen_pids: set[int] = set()
     try:
         with running([str(SUPERVISORD), "-c", str(conf)], tmp_path / "supervisord.out") as daemon:
