@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpsysd import fsutil
+from cpsysd.credentials import passphrase_from_file
 from cpsysd.errors import TLSError
-from cpsysd.passphrases import passphrase_from_file
 from cpsysd.tls import (
     Certificate,
     CertificateAuthority,

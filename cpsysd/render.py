@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cpsysd import escape
+from cpsysd.credentials import (
+    CREDENTIAL_CERT,
+    CREDENTIAL_CHAIN,
+    CREDENTIAL_KEY,
+    CREDENTIAL_PASSPHRASE,
+)
 from cpsysd.errors import SpecError
 from cpsysd.renew import render_renew_units, renew_unit_names
 from cpsysd.spec import AppSpec, Hardening
@@ -19,12 +25,6 @@ if TYPE_CHECKING:
     import jinja2
 
 MARKER = "cpsysd-generated: do not edit, cpsysd install overwrites this file"
-CREDENTIAL_CERT = "tls-cert"
-CREDENTIAL_KEY = "tls-key"
-CREDENTIAL_CHAIN = "tls-chain"
-CREDENTIAL_PASSPHRASE = "tls-key-passphrase"  # noqa: S105 - a credential's name, not a secret
-# Only NAME-cert-renew.service gets the CA key's passphrase; the app never does.
-CREDENTIAL_CA_PASSPHRASE = "tls-ca-passphrase"  # noqa: S105 - a credential's name, not a secret
 
 # Each line is one directive or a comment explaining the next ones (rendered verbatim).
 _SANDBOX_COMMON = (

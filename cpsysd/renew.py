@@ -60,7 +60,7 @@ def renew_credentials(tls: TLSConfig) -> list[str]:
     reads them before it builds the sandbox, so a file the sandbox hides (``ProtectHome=yes``)
     still arrives; the job encrypts the new key with exactly the copy the app unlocks it with;
     and the service learns a credential's name, never the secret, on its command line."""
-    from cpsysd.render import CREDENTIAL_CA_PASSPHRASE, CREDENTIAL_PASSPHRASE
+    from cpsysd.credentials import CREDENTIAL_CA_PASSPHRASE, CREDENTIAL_PASSPHRASE
 
     credentials = []
     if tls.passphrase_file:
@@ -205,7 +205,7 @@ def _passphrases(tls: TLSConfig) -> tuple[bytes | None, bytes | None]:
     """``(key passphrase, CA key passphrase)``. Refuses to go on without a passphrase for an
     encrypted key (the renewal would write the new key unencrypted) or an encrypted CA key."""
     from cpsysd.certfiles import CA_KEY_NAME
-    from cpsysd.render import CREDENTIAL_CA_PASSPHRASE, CREDENTIAL_PASSPHRASE
+    from cpsysd.credentials import CREDENTIAL_CA_PASSPHRASE, CREDENTIAL_PASSPHRASE
 
     passphrase = _read_passphrase(tls.passphrase_file, CREDENTIAL_PASSPHRASE)
     if passphrase is None and _encrypted(Path(tls.key)):

@@ -24,15 +24,17 @@ from typing import Any
 from cheroot.ssl import Adapter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from cpsysd.credentials import (
+    CREDENTIAL_CERT,
+    CREDENTIAL_CHAIN,
+    CREDENTIAL_KEY,
+    CREDENTIAL_PASSPHRASE,
+    passphrase_from_file,
+)
 from cpsysd.errors import TLSError
-from cpsysd.passphrases import passphrase_from_file
 from cpsysd.records import record
 from cpsysd.spec import TLSConfig
 
-CREDENTIAL_CERT = "tls-cert"
-CREDENTIAL_KEY = "tls-key"
-CREDENTIAL_CHAIN = "tls-chain"
-CREDENTIAL_PASSPHRASE = "tls-key-passphrase"  # noqa: S105 - a file name, not a secret
 TLS12_CIPHERS = ":".join(
     (
         "ECDHE-ECDSA-AES128-GCM-SHA256",
