@@ -91,12 +91,17 @@ def _denied(path: str, want: int, user: ServiceUser) -> str | None:
     return f"mode {stat.filemode(info.st_mode)[1:]}, owner uid {info.st_uid}"
 
 
-def _hidden(path: str) -> str | None:
-    for candidate in (path, os.path.realpath(path)):
-        for hidden in PROTECT_HOME_HIDES:
-            if PurePosixPath(candidate).is_relative_to(hidden):
-                return hidden
+def protect_home_tree(path: str) -> str | None:
+    """The tree ProtectHome=yes hides that ``path`` lies in (``/home``, ``/root`` or
+    ``/run/user``), judged from the text alone; None outside them."""
+    for hidden in PROTECT_HOME_HIDES:
+        if PurePosixPath(path).is_relative_to(hidden):
+            return hidden
     return None
+
+
+def _hidden(path: str) -> str | None:
+    return protect_home_tree(path) or protect_home_tree(os.path.realpath(path))
 
 
 def _path_problem(path: str, want: int, verb: str, user: ServiceUser) -> str | None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from cpsysd import escape
 from cpsysd.errors import SpecError, TLSError
+from cpsysd.reach import protect_home_tree
 from cpsysd.tlsnames import chain_path_for
 
 if TYPE_CHECKING:
@@ -108,14 +109,10 @@ def render_renew_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:
             writable=[escape.escape_specifiers(path) for path in writable],
             credentials=[escape.escape_specifiers(c) for c in renew_credentials(tls)],
             # ReadWritePaths= cannot reach into a ProtectHome=yes tree (systemd.exec(5)).
-            protect_home="read-only" if any(_under_home(path) for path in writable) else "yes",
+            protect_home="read-only" if any(map(protect_home_tree, writable)) else "yes",
             user_mode=options.user_mode,
         ),
     }
-
-
-def _under_home(path: str) -> bool:
-    return any(path == top or path.startswith(top + "/") for top in ("/home", "/root", "/run/user"))
 
 
 def restart_target(spec: AppSpec) -> str:
