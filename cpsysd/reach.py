@@ -23,10 +23,10 @@ import grp
 import os
 import pwd
 import stat
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from cpsysd.errors import InstallError
+from cpsysd.records import record
 from cpsysd.spec import AppSpec
 
 PROTECT_HOME_HIDES = ("/home", "/root", "/run/user")  # ProtectHome=yes, systemd.exec(5)
@@ -34,7 +34,7 @@ _READ, _EXECUTE = 4, 1
 _ACL_XATTR = "system.posix_acl_access"
 
 
-@dataclass(frozen=True)
+@record
 class ServiceUser:
     """Who the service runs as: ``uid`` None for a DynamicUser (only "other" bits apply)."""
 
