@@ -1,4 +1,4 @@
-"""TLS: key + certificate creation in-process (cpsysd.tls) vs the openssl commands of CherryPy's
+"""TLS: key + certificate creation in-process (cpsysd.tls.pki) vs the openssl commands of CherryPy's
 deployment guide; HTTPS throughput and new-handshake rate of ``cpsysd serve`` vs plain HTTP."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from servers import CPSYSD_SERVE, Contender, compare, cpu, p99, rps, start_activ
 
 TIMER = """
 import sys, time
-from cpsysd.tls import KeyType, self_signed_cert
+from cpsysd.tls.pki import KeyType, self_signed_cert
 kind = KeyType(sys.argv[1])
 times = []
 for _ in range(int(sys.argv[2])):
@@ -92,8 +92,8 @@ def run(cfg: Config) -> Section:
         tmp = Path(name)
         openssl_label = "openssl genrsa 2048 + openssl req -x509 (2 processes)"
         creation: dict[str, Samples] = {
-            "cpsysd.tls in-process, EC P-256 (the default)": inprocess_seconds("ec-p256", runs),
-            "cpsysd.tls in-process, RSA 2048": inprocess_seconds("rsa-2048", runs),
+            "cpsysd.tls.pki in-process, EC P-256 (the default)": inprocess_seconds("ec-p256", runs),
+            "cpsysd.tls.pki in-process, RSA 2048": inprocess_seconds("rsa-2048", runs),
             openssl_label: openssl_seconds(runs, tmp),
             "cpsysd cert selfsigned (new process, EC P-256)": cli_seconds(runs, tmp, "ec-p256"),
         }
@@ -117,7 +117,7 @@ def run(cfg: Config) -> Section:
             samples.spread(),
             "ratio = openssl's time / this" if label != openssl_label else "",
         )
-    fast = creation["cpsysd.tls in-process, EC P-256 (the default)"]
+    fast = creation["cpsysd.tls.pki in-process, EC P-256 (the default)"]
     for title, results in (("keep-alive", keep), ("new connection per request", close)):
         ours, plain = results[("HTTPS", 16)], results[("HTTP", 16)]
         ratio = ratio_samples(rps(ours), rps(plain))

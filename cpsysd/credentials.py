@@ -1,5 +1,6 @@
 """What services get through ``LoadCredential=`` (systemd.exec(5), "Credentials"): the credential
-names, shared by the unit generator (:mod:`cpsysd.render`, :mod:`cpsysd.renew`) and the runtime
+names, shared by the unit generator (:mod:`cpsysd.render.units`, :mod:`cpsysd.render.renew`) and
+the runtime
 (:mod:`cpsysd.runtime.tls`), and the one rule for reading a passphrase file. A module of its own,
 so the runtime imports it without the generator side."""
 

@@ -65,7 +65,7 @@ def load(path: str | os.PathLike[str]) -> WSGIApp:
 
     Loading the same description again returns the same callable. Raises CpsysdError.
     """
-    from cpsysd.spec import load_spec
+    from cpsysd.description.load import load_spec
 
     key = str(Path(path).resolve())
     with _lock:

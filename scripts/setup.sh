@@ -17,7 +17,7 @@ APT_PACKAGES=(
   python3-cherrypy3 python3-systemd python3-jinja2 python3-cryptography python3-typer
   uwsgi-core uwsgi-plugin-python3  # bench/: the uWSGI baseline
   strace  # test_tls_files.py: keys opened 0600 with O_EXCL; test_hostile_faults.py: SIGKILL at each step
-  systemd dbus procps passwd tar  # cpsysd.harness / tests/e2e: systemd in a container, ps, useradd
+  systemd dbus procps passwd tar  # cpsysd.harness.container / tests/e2e: systemd in a container, ps, useradd
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cpsysd import tls
+from cpsysd.tls import pki as tls
 
 REPO = Path(__file__).resolve().parent.parent
 

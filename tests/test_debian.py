@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from cpsysd.debian import GENERATED, DebianOptions, render_debian, write_debian
+from cpsysd.description.load import load_spec
 from cpsysd.errors import CpsysdError, SpecError
-from cpsysd.spec import load_spec
+from cpsysd.targets.debian import GENERATED, DebianOptions, render_debian, write_debian
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_TOML = REPO / "packaging" / "examples" / "hello" / "hello.toml"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from debkit import REPO, Debs, build_debs
 
-from cpsysd.debian import GENERATED
+from cpsysd.targets.debian import GENERATED
 
 DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 

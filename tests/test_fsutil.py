@@ -1,11 +1,12 @@
-"""cpsysd.fsutil: directories with exact modes whatever the umask, and what a killed run leaves."""
+"""cpsysd.host.fsutil: directories with exact modes whatever the umask, and what a killed run
+leaves."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from cpsysd import fsutil
+from cpsysd.host import fsutil
 
 
 def test_directories_get_their_modes_whatever_the_umask(tmp_path: Path) -> None:

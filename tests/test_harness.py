@@ -1,4 +1,5 @@
-"""The ephemeral systemd container (cpsysd.harness): boot, commands, files, journal, and above all
+"""The ephemeral systemd container (cpsysd.harness.container): boot, commands, files, journal, and
+above all
 teardown, which must leave no process, mount, cgroup or scratch directory, whatever happens.
 
 Needs root: skipped otherwise. As root (CI), a machine that cannot run the container fails.
@@ -16,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from cpsysd import harness
 from cpsysd.errors import HarnessError
-from cpsysd.harness import BootError, Container, ContainerCommandError
-from cpsysd.harness_host import CGROUP_PREFIX, cgroup2_root, mounts_under, reap_stale
+from cpsysd.harness import container as harness
+from cpsysd.harness.container import BootError, Container, ContainerCommandError
+from cpsysd.harness.host import CGROUP_PREFIX, cgroup2_root, mounts_under, reap_stale
 
 pytestmark = [
     pytest.mark.e2e,
@@ -161,8 +162,8 @@ def test_provisioned_cpsysd_runs_under_dynamic_user() -> None:
     with Container() as box:
         python = box.provision_cpsysd()
         probe = (
-            "import os, cpsysd.render, cherrypy, systemd.daemon; "
-            "print(os.getuid(), cpsysd.render._templates_dir())"
+            "import os, cpsysd.render.common, cherrypy, systemd.daemon; "
+            "print(os.getuid(), cpsysd.render.common._templates_dir())"
         )
         sandbox = ["DynamicUser=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes"]
         properties = [arg for prop in sandbox for arg in ("-p", prop)]
@@ -201,7 +202,7 @@ def test_failed_boot_raises_with_the_console_log() -> None:
 _CHILD = textwrap.dedent(
     """
     import sys, time
-    from cpsysd.harness import Container
+    from cpsysd.harness.container import Container
     with Container() as box:
         print(box.name, box.pid1, flush=True)
         time.sleep(60)

@@ -1,4 +1,4 @@
-"""What ``cpsysd try`` provisions besides cpsysd (cpsysd.harness_provision): asking the app's
+"""What ``cpsysd try`` provisions besides cpsysd (cpsysd.harness.provision): asking the app's
 interpreter for its packages, and choosing which of them the app needs. No container here;
 tests/e2e/test_e2e_try_packages.py proves the result under a real systemd."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cpsysd.errors import SpecError
-from cpsysd.harness_provision import (
+from cpsysd.harness.provision import (
     AppInterpreter,
     Provisioned,
     _key,
@@ -20,7 +20,7 @@ from cpsysd.harness_provision import (
     ask_interpreter,
     runtime_distributions,
 )
-from cpsysd.trying import provision_lines
+from cpsysd.host.trying import provision_lines
 
 
 def _dist_info(site: Path, name: str, *requires: str, requested: bool = False) -> None:

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from cpsysd.install import InstallTarget, install, recover, uninstall
-from cpsysd.spec import load_spec
+from cpsysd.description.load import load_spec
+from cpsysd.host.install import InstallTarget, install, recover, uninstall
 
 SYSCALLS = ("write", "fsync", "rename", "unlink", "link", "mkdir")
 OLD = (
@@ -233,7 +233,7 @@ def test_full_disk_is_one_line_and_keeps_the_old_units(tmp_path: Path) -> None:
 
 def cert_state(directory: Path) -> tuple[bytes | None, bytes | None, bool | None]:
     """(cert, key, key matches cert); every private key on disk must be 0600, even a staged one."""
-    from cpsysd.tls import Certificate, PrivateKey
+    from cpsysd.tls.pki import Certificate, PrivateKey
 
     locked = (directory / "k.pass").exists()
     for path in directory.iterdir():
@@ -333,7 +333,7 @@ class Postinst:
     test_debian.py), with a cpsysd that can be killed at a chosen step."""
 
     def __init__(self, tmp_path: Path, name: str) -> None:
-        from cpsysd.debian import DebianOptions, write_debian
+        from cpsysd.targets.debian import DebianOptions, write_debian
 
         self.base = tmp_path / name
         self.root = self.base / "root"
@@ -390,7 +390,7 @@ class Postinst:
 
 
 def cert_pair(cert: Path, key: Path) -> str:
-    from cpsysd.tls import Certificate, PrivateKey
+    from cpsysd.tls.pki import Certificate, PrivateKey
 
     if not (cert.exists() and key.exists()):
         return f"cert {cert.exists()}, key {key.exists()}"

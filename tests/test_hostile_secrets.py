@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from cpsysd.certfiles import create_ca
-from cpsysd.render import RenderOptions, render_units
-from cpsysd.spec import parse_spec
-from cpsysd.tls import KeyType, PrivateKey, self_signed_cert
+from cpsysd.description.load import parse_spec
+from cpsysd.render.units import RenderOptions, render_units
+from cpsysd.tls.certfiles import create_ca
+from cpsysd.tls.pki import KeyType, PrivateKey, self_signed_cert
 from tests import unitparse as up
 from tests.conftest import EXAMPLE, free_port
 from tests.scalekit import stop_process

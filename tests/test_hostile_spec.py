@@ -3,7 +3,7 @@ controls a project directory) writes, cpsysd either refuses it with a one-line e
 field, or the units it renders, read back the way systemd reads them (tests/unitparse.py), say
 exactly what was meant: the same directives, no extra line, ExecStart's argv unchanged, no
 specifier left for systemd to expand, the environment unchanged. The resolved description the
-service reads (cpsysd.tomlwrite) must parse back to the same spec.
+service reads (cpsysd.description.toml) must parse back to the same spec.
 
 The strategies live here; test_hostile_verify.py runs a sample through systemd-analyze itself."""
 
@@ -21,10 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cpsysd.description.load import KNOWN_KEYS, AppSpec, parse_spec
+from cpsysd.description.toml import spec_to_toml
 from cpsysd.errors import SpecError
-from cpsysd.render import RenderOptions, hardening_lines, render_units
-from cpsysd.spec import KNOWN_KEYS, AppSpec, parse_spec
-from cpsysd.tomlwrite import spec_to_toml
+from cpsysd.render.common import hardening_lines
+from cpsysd.render.units import RenderOptions, render_units
 from tests import unitparse as up
 from tests.unitparse import Extract
 
@@ -201,7 +202,7 @@ def check_refusal(err: SpecError, table: dict[str, Any]) -> None:
 
 
 def norm(text: str, base: str) -> str:
-    """Where a path of the description points, computed independently of cpsysd.spec."""
+    """Where a path of the description points, computed independently of cpsysd.description.load."""
     joined = posixpath.normpath(posixpath.join(base, text))
     return "/" + joined.lstrip("/")
 
@@ -344,7 +345,7 @@ def check_intent(spec: AppSpec, table: dict[str, Any], base: str) -> None:
 
 
 def check_renew(spec: AppSpec, opts: RenderOptions, units: dict[str, str]) -> int:
-    """The certificate-renewal timer and service (cpsysd.renew): how many there are."""
+    """The certificate-renewal timer and service (cpsysd.render.renew): how many there are."""
     if spec.tls is None or spec.tls.renew_days <= 0:
         return 0
     description = f"Renew the TLS certificate of {spec.description}".rstrip(" ")

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cpsysd.description.load import AppSpec, parse_spec
 from cpsysd.errors import SpecError
-from cpsysd.render import RenderOptions, render_units
-from cpsysd.spec import AppSpec, parse_spec
-from cpsysd.verify import verify_units
+from cpsysd.host.verify import verify_units
+from cpsysd.render.units import RenderOptions, render_units
 from tests import unitparse as up
 from tests.test_hostile_spec import (
     LETTERS,
@@ -215,7 +215,7 @@ def test_cpsysd_verify_accepts_its_own_units(hardening: str, network: bool, user
 def test_nginx_sites_of_random_descriptions_pass_nginx_t(tmp_path: Path) -> None:
     """Whatever server names, static locations, upstreams and vhosts a description has, the
     site is refused with one line or ``nginx -t`` accepts it without a warning."""
-    from cpsysd.nginx import render_site
+    from cpsysd.targets.nginx import render_site
     from tests.scalekit import nginx_problems, nginx_test
 
     checked: list[int] = []

@@ -1,13 +1,13 @@
-"""``cpsysd init``'s commented template (cpsysd.initfile), beyond what the CLI tests drive."""
+"""``cpsysd init``'s commented template (cpsysd.host.initfile), beyond what the CLI tests drive."""
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
 
-from cpsysd.initfile import InitRequest, render_init
-from cpsysd.spec import parse_spec
-from cpsysd.specmodel import TLSConfig
+from cpsysd.description.load import parse_spec
+from cpsysd.description.model import TLSConfig
+from cpsysd.host.initfile import InitRequest, render_init
 
 
 def test_every_tls_field_is_in_the_template_and_parses_uncommented() -> None:

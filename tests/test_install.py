@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from cpsysd.description.load import parse_spec
 from cpsysd.errors import InstallError
-from cpsysd.install import (
+from cpsysd.host.install import (
     InstallReport,
     InstallTarget,
     _precompile,
@@ -20,8 +21,7 @@ from cpsysd.install import (
     read_manifest,
     uninstall,
 )
-from cpsysd.render import MARKER
-from cpsysd.spec import parse_spec
+from cpsysd.render.common import MARKER
 
 
 def spec_of(**fields: object):
@@ -124,9 +124,9 @@ def test_a_dropped_socket_is_removed_on_reinstall(tmp_path: Path) -> None:
 
 KILLER = r"""
 import os, sys
-from cpsysd import fsutil
-from cpsysd.install import InstallTarget, install
-from cpsysd.spec import parse_spec
+from cpsysd.host import fsutil
+from cpsysd.host.install import InstallTarget, install
+from cpsysd.description.load import parse_spec
 renames = int(sys.argv[2])
 real = os.replace
 def dying_replace(src, dst):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from scalekit import nginx_problems, nginx_test
 
+from cpsysd.description.load import AppSpec, NginxConfig, parse_spec
 from cpsysd.errors import SpecError
-from cpsysd.nginx import render_site, upstream_servers
-from cpsysd.spec import AppSpec, NginxConfig, parse_spec
+from cpsysd.targets.nginx import render_site, upstream_servers
 
 
 def spec_of(tmp: Path, **fields: object) -> AppSpec:

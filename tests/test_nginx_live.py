@@ -24,9 +24,9 @@ from scalekit import (
     whoami,
 )
 
-from cpsysd.nginx import render_site
-from cpsysd.spec import load_spec
-from cpsysd.workers import instance_listener, instance_names
+from cpsysd.description.load import load_spec
+from cpsysd.render.workers import instance_listener, instance_names
+from cpsysd.targets.nginx import render_site
 
 pytestmark = pytest.mark.slow
 WORKERS = 3

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from scalekit import REPO, nginx_prepare, running, serve_env, stop_process
 
-from cpsysd.nginx import render_site
-from cpsysd.spec import load_spec
+from cpsysd.description.load import load_spec
+from cpsysd.targets.nginx import render_site
 
 pytestmark = [
     pytest.mark.slow,

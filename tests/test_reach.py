@@ -1,4 +1,5 @@
-"""cpsysd.reach: which of its own paths a system service could not use, judged from real modes."""
+"""cpsysd.host.reach: which of its own paths a system service could not use, judged from real
+modes."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from cpsysd.description.load import AppSpec, parse_spec
 from cpsysd.errors import InstallError
-from cpsysd.reach import check_reachable, unreachable
-from cpsysd.spec import AppSpec, parse_spec
+from cpsysd.host.reach import check_reachable, unreachable
 
 NOBODY = 65534  # nobody:nogroup on Debian
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cpsysd.render import MARKER, RenderOptions, render_units, units_to_enable
-from cpsysd.spec import parse_spec
-from cpsysd.verify import default_threshold, verify_units
+from cpsysd.description.load import parse_spec
+from cpsysd.host.verify import default_threshold, verify_units
+from cpsysd.render.common import MARKER
+from cpsysd.render.units import RenderOptions, render_units, units_to_enable
 
 OPTIONS = RenderOptions("/var/lib/cpsysd/app.toml")
 

@@ -11,9 +11,9 @@ import cherrypy
 import pytest
 from runtimekit import CPSYSD, Proc, free_port, get, get_json, get_when_up, running, write_app
 
+from cpsysd.description.load import Kind
 from cpsysd.errors import CpsysdError
 from cpsysd.runtime.app import detect_kind, looks_like_cherrypy_root
-from cpsysd.spec import Kind
 
 WSGI_APP = """
 import json

@@ -88,4 +88,4 @@ def test_serve_path_defers_what_only_some_apps_need() -> None:
     code = f"import sys; {SERVE_PATH}; print(' '.join(sys.modules))"
     loaded = set(_run(code).split())
     assert "cherrypy" in loaded  # the check works
-    assert loaded & {"cpsysd.runtime.tls", "cpsysd.tlsnames", "cheroot.ssl.builtin"} == set()
+    assert loaded & {"cpsysd.runtime.tls", "cpsysd.tls.names", "cheroot.ssl.builtin"} == set()

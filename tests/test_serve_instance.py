@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from scalekit import free_port_run
 
+from cpsysd.description.instances import check_instance, instance_listener, instance_names
+from cpsysd.description.load import AppSpec, parse_spec
 from cpsysd.errors import CpsysdError
-from cpsysd.instances import check_instance, instance_listener, instance_names
+from cpsysd.render.workers import instance_listener as workers_instance_listener
 from cpsysd.runtime.listeners import close_bindings
 from cpsysd.runtime.main import acquire_listeners
-from cpsysd.spec import AppSpec, parse_spec
-from cpsysd.workers import instance_listener as workers_instance_listener
 
 REPO = Path(__file__).resolve().parent.parent
 

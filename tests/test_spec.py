@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from cpsysd.description.load import Hardening, Kind, Listener, load_spec, parse_listener, parse_spec
+from cpsysd.description.toml import spec_to_toml
 from cpsysd.errors import SpecError
-from cpsysd.spec import Hardening, Kind, Listener, load_spec, parse_listener, parse_spec
-from cpsysd.tomlwrite import spec_to_toml
 
 BASE = {"name": "app", "entry": "app:Root", "python": "/usr/bin/python3"}
 

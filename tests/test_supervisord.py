@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from scalekit import free_port_run, running, wait_for_port, whoami
 from supervisor.options import ServerOptions
 
+from cpsysd.description.load import AppSpec, load_spec, parse_spec
 from cpsysd.errors import SpecError
-from cpsysd.spec import AppSpec, load_spec, parse_spec
-from cpsysd.supervisord import render_supervisord
+from cpsysd.targets.supervisord import render_supervisord
 
 REPO = Path(__file__).resolve().parent.parent
 SUPERVISORD = Path(sys.executable).parent / "supervisord"

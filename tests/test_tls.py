@@ -1,4 +1,4 @@
-"""cpsysd.tls, tlscert, tlsnames: keys, certificates, CA, CSR, checked by the real openssl CLI
+"""cpsysd.tls.pki, tlscert, tlsnames: keys, certificates, CA, CSR, checked by the real openssl CLI
 and by real TLS handshakes through Python's ssl module."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from cpsysd import tls
 from cpsysd.errors import TLSError
-from cpsysd.tlscert import Certificate, verify_chain
-from cpsysd.tlsnames import HostKind, check_days, parse_host, parse_hosts, parse_key_type
+from cpsysd.tls import pki as tls
+from cpsysd.tls.names import HostKind, check_days, parse_host, parse_hosts, parse_key_type
+from cpsysd.tls.x509 import Certificate, verify_chain
 
 REPO = Path(__file__).resolve().parent.parent
 UTC = datetime.UTC
@@ -348,8 +348,8 @@ def test_handshake_with_issued_certificate(ca: tls.CertificateAuthority) -> None
 
 _COMPAT_SCRIPT = r"""
 import sys, datetime, cryptography
-from cpsysd import tls
-from cpsysd.tlscert import verify_chain
+from cpsysd.tls import pki as tls
+from cpsysd.tls.x509 import verify_chain
 ca = tls.CertificateAuthority.create(tls.KeyType.EC_P384)
 for kt in tls.KeyType:
     if kt is not tls.KeyType.RSA_4096:

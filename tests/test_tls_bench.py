@@ -1,4 +1,4 @@
-"""How long a key plus a self-signed certificate takes: in-process (cpsysd.tls), as the
+"""How long a key plus a self-signed certificate takes: in-process (cpsysd.tls.pki), as the
 ``cpsysd cert selfsigned`` command, and with the two openssl commands of CherryPy's deployment
 guide (``openssl genrsa -out privkey.pem 2048``, ``openssl req -new -x509 -days 365 -key
 privkey.pem -out cert.pem``). Printed for the benchmark notes, never asserted (timings vary).
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cpsysd import tls
+from cpsysd.tls import pki as tls
 
 ROUNDS = 3
 

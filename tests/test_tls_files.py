@@ -1,4 +1,5 @@
-"""cpsysd.certfiles: private keys are never readable by others, not even for a moment; nothing is
+"""cpsysd.tls.certfiles: private keys are never readable by others, not even for a moment; nothing
+is
 half-written; existing files survive unless --force; passphrases come from files/credentials."""
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from cpsysd import certfiles
 from cpsysd.errors import TLSError
-from cpsysd.tls import KeyType
+from cpsysd.tls import certfiles
+from cpsysd.tls.pki import KeyType
 
 IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x2, 0x4, 0x8, 0x80, 0x100
 IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC

@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from cpsysd import certfiles, renew, tls
+from cpsysd.description.load import TLSConfig, parse_spec
 from cpsysd.errors import SpecError, TLSError
-from cpsysd.render import RenderOptions, render_units, units_to_enable
-from cpsysd.spec import TLSConfig, parse_spec
-from cpsysd.tlscert import Certificate
+from cpsysd.host import renew
+from cpsysd.render import renew as render_renew
+from cpsysd.render.units import RenderOptions, render_units, units_to_enable
+from cpsysd.tls import certfiles
+from cpsysd.tls import pki as tls
+from cpsysd.tls.x509 import Certificate
 
 OPTIONS = RenderOptions("/var/lib/cpsysd/app.toml")
 
@@ -66,7 +69,7 @@ def test_tls_hosts_are_checked_when_the_description_is_read(host: str, says: str
 def test_no_renewal_units_without_renew_days() -> None:
     spec = spec_of(tls={"cert": "/etc/a.pem", "key": "/etc/a.key"})
     assert not [name for name in render_units(spec, OPTIONS) if "renew" in name]
-    assert renew.render_renew_units(spec, OPTIONS) == {}
+    assert render_renew.render_renew_units(spec, OPTIONS) == {}
 
 
 def test_renewal_units_verify_and_are_enabled(tmp_path: Path) -> None:
@@ -127,7 +130,7 @@ def test_renewal_units_for_home_paths_user_mode_and_workers(
     result = analyze(units, tmp_path, "--user")
     assert (result.returncode, result.stderr) == (0, "")
     workers = spec_of(tls=TLS, workers=2)
-    assert renew.restart_target(workers) == "app@*.service"
+    assert render_renew.restart_target(workers) == "app@*.service"
     assert "app-cert-renew.timer" in render_units(workers, OPTIONS)
     assert "app-cert-renew.timer" in units_to_enable(workers)
 

@@ -1,12 +1,12 @@
-"""cpsysd.trying without a container: how a description is rewritten for inside it."""
+"""cpsysd.host.trying without a container: how a description is rewritten for inside it."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-from cpsysd.spec import AppSpec, TLSConfig, parse_spec
-from cpsysd.trying import _Files, container_spec
+from cpsysd.description.load import AppSpec, TLSConfig, parse_spec
+from cpsysd.host.trying import _Files, container_spec
 
 
 def _spec(workdir: Path, tls: TLSConfig) -> AppSpec:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from cpsysd.description.load import AppSpec, parse_spec
 from cpsysd.errors import SpecError
-from cpsysd.render import RenderOptions, hardening_lines, render_units, units_to_enable
-from cpsysd.spec import AppSpec, parse_spec
-from cpsysd.verify import verify_units
-from cpsysd.workers import instance_listener, instance_names
+from cpsysd.host.verify import verify_units
+from cpsysd.render.common import hardening_lines
+from cpsysd.render.units import RenderOptions, render_units, units_to_enable
+from cpsysd.render.workers import instance_listener, instance_names
 
 OPTIONS = RenderOptions("/var/lib/cpsysd/app.toml")
 

@@ -1,6 +1,6 @@
 """``cpsysd cert ...``: keys, self-signed certificates, a local CA, CSRs, show, check and renew.
 
-Only argument parsing lives here; the work is done by :mod:`cpsysd.certfiles` (imported inside
+Only argument parsing lives here; the work is done by :mod:`cpsysd.tls.certfiles` (imported inside
 each command: cryptography is heavy and no other command should pay for it).
 """
 
@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from cpsysd.tlsnames import parse_key_type  # pure and light: no cryptography
+from cpsysd.tls.names import parse_key_type  # pure and light: no cryptography
 
 cert_app = typer.Typer(
     name="cert",
@@ -40,7 +40,7 @@ _FORCE_HELP = "Replace existing files (the old key is lost)."
 
 
 def _passphrase(file: str | None, credential: str | None) -> bytes | None:
-    from cpsysd.certfiles import read_passphrase
+    from cpsysd.tls.certfiles import read_passphrase
 
     return read_passphrase(file, credential)
 
@@ -64,7 +64,7 @@ def selfsigned(
 ) -> None:
     """Create a key and a self-signed server certificate for HOST... (clients must trust the
     certificate itself, e.g. curl --cacert FILE)."""
-    from cpsysd import certfiles
+    from cpsysd.tls import certfiles
 
     kind = parse_key_type(key_type)
     secret = _passphrase(passphrase_file, passphrase_credential)
@@ -103,7 +103,7 @@ def ca(
 ) -> None:
     """Create a local certificate authority once; `cert issue --ca DIR` then issues server
     certificates from it. Give clients DIR/ca.pem to trust."""
-    from cpsysd import certfiles
+    from cpsysd.tls import certfiles
 
     kind = parse_key_type(key_type)
     secret = _passphrase(passphrase_file, passphrase_credential)
@@ -155,7 +155,7 @@ def issue(
 ) -> None:
     """Issue a server certificate for HOST... from the local CA: writes the key, the
     certificate and the chain (the CA certificate) next to it."""
-    from cpsysd import certfiles
+    from cpsysd.tls import certfiles
 
     kind = parse_key_type(key_type)
     secret = _passphrase(passphrase_file, passphrase_credential)
@@ -203,7 +203,7 @@ def csr(
     ),
 ) -> None:
     """Write a certificate signing request for HOST... to hand to a public CA."""
-    from cpsysd import certfiles
+    from cpsysd.tls import certfiles
 
     kind = parse_key_type(key_type)
     secret = _passphrase(passphrase_file, passphrase_credential)
@@ -219,7 +219,7 @@ def show(
 ) -> None:
     """Print subject, names, issuer, validity, key type and SHA-256 fingerprint of each
     certificate in FILE."""
-    from cpsysd import certfiles
+    from cpsysd.tls import certfiles
 
     for line in certfiles.show_lines(Path(file)):
         typer.echo(line)
@@ -260,7 +260,7 @@ def check(
 ) -> None:
     """Exit non-zero when FILE expires within N days, does not match --key, or does not
     chain up to --ca; for scripts and timers. Prints one line either way."""
-    from cpsysd import certfiles
+    from cpsysd.tls import certfiles
 
     secret = _passphrase(passphrase_file, passphrase_credential)
     typer.echo(
@@ -297,7 +297,7 @@ def renew(
     it expires within [tls] renew_days; run by NAME-cert-renew.timer. An encrypted key stays
     encrypted ([tls] passphrase_file); an encrypted CA key opens with [tls] ca_passphrase_file
     (under the timer's service both are the credentials tls-key-passphrase, tls-ca-passphrase)."""
-    from cpsysd import renew as renewing
+    from cpsysd.host import renew as renewing
 
     typer.echo(
         renewing.renew_from_description(Path(description), force=force, restart=restart, user=user)

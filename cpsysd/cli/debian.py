@@ -52,8 +52,8 @@ def register(app: typer.Typer) -> None:
         prerm (remove): stop sockets and service. postrm: remove the units on remove; on
         purge also enable links, the TLS files it created and cpsysd's state of the app.
         """
-        from cpsysd.debian import DebianOptions, write_debian
-        from cpsysd.spec import load_spec
+        from cpsysd.description.load import load_spec
+        from cpsysd.targets.debian import DebianOptions, write_debian
 
         spec = load_spec(config)
         options = DebianOptions(

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Restart the app's instances one at a time, each READY before the next: no request
         is refused meanwhile (the sockets stay open in systemd)."""
-        from cpsysd.workers import rolling_restart
+        from cpsysd.host.restart import rolling_restart
 
         for item in rolling_restart(name, user=user):
             typer.echo(f"restarted {item.unit} (pid {item.old_pid} -> {item.new_pid})")
@@ -39,8 +39,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write an nginx site (upstream of the instances, server blocks, static files, TLS)
         to include from nginx's http{} context."""
-        from cpsysd.nginx import DEFAULT_LISTEN_HOSTS, render_site, write_site
-        from cpsysd.spec import load_spec
+        from cpsysd.description.load import load_spec
+        from cpsysd.targets.nginx import DEFAULT_LISTEN_HOSTS, render_site, write_site
 
         text = render_site(load_spec(config), tuple(listen_host or DEFAULT_LISTEN_HOSTS))
         if output == "-":

@@ -1,4 +1,4 @@
-"""``cpsysd try``: the app under a real systemd in an ephemeral container (cpsysd.trying)."""
+"""``cpsysd try``: the app under a real systemd in an ephemeral container (cpsysd.host.trying)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def register(app: typer.Typer) -> None:
         The app gets the packages of the description's python; cpsysd is the one running here.
         Prints the status, the first journal lines, the first-request latency and the exposure
         score; nothing on this machine is changed."""
-        from cpsysd.spec import load_spec
-        from cpsysd.trying import service_units, try_app
+        from cpsysd.description.load import load_spec
+        from cpsysd.host.trying import service_units, try_app
 
         spec = load_spec(config or Path("cpsysd.toml"))
         report = try_app(spec, progress=lambda line: typer.echo(f"try: {line}"))

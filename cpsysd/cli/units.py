@@ -10,8 +10,8 @@ import typer
 from cpsysd.errors import CpsysdError, SpecError
 
 if TYPE_CHECKING:
-    from cpsysd.install import InstallReport
-    from cpsysd.spec import AppSpec
+    from cpsysd.description.load import AppSpec
+    from cpsysd.host.install import InstallReport
 
 CONFIG_HELP = "The app description (cpsysd.toml, or a pyproject.toml with [tool.cpsysd])."
 
@@ -34,7 +34,7 @@ def _find_description(name: str | None, config: Path | None) -> Path:
 
 
 def _load(name: str | None, config: Path | None) -> AppSpec:
-    from cpsysd.spec import load_spec
+    from cpsysd.description.load import load_spec
 
     path = _find_description(name, config)
     spec = load_spec(path)
@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Write a commented cpsysd.toml describing an app."""
-        from cpsysd.initfile import InitRequest, write_init
+        from cpsysd.host.initfile import InitRequest, write_init
 
         request = InitRequest(
             name=name,
@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Render NAME.service and NAME.socket (and any extras) into a directory."""
-        from cpsysd.generating import generate_files
+        from cpsysd.host.generating import generate_files
 
         spec = _load(None, config)
         files = generate_files(
@@ -145,7 +145,7 @@ def register(app: typer.Typer) -> None:
             for index, (fname, text) in enumerate(files.items()):
                 typer.echo(("\n" if index else "") + f"# ---- {fname} ----\n{text}", nl=False)
             return
-        from cpsysd.generating import write_files
+        from cpsysd.host.generating import write_files
 
         for path in write_files(files, Path(output)):
             typer.echo(f"wrote {path}")
@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Check the generated units with systemd-analyze verify and security --offline."""
-        from cpsysd.verify import verify_units
+        from cpsysd.host.verify import verify_units
 
         spec = _load(None, config)
         report = verify_units(spec, max_exposure)
@@ -199,8 +199,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Write the units, reload systemd and enable --now the sockets. Idempotent."""
-        from cpsysd.install import InstallTarget
-        from cpsysd.install import install as do_install
+        from cpsysd.host.install import InstallTarget
+        from cpsysd.host.install import install as do_install
 
         spec = _load(name, config)
         report = do_install(
@@ -225,8 +225,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Stop, disable and remove exactly what install wrote."""
-        from cpsysd.install import InstallTarget
-        from cpsysd.install import uninstall as do_uninstall
+        from cpsysd.host.install import InstallTarget
+        from cpsysd.host.install import uninstall as do_uninstall
 
         _print_report(do_uninstall(name, InstallTarget(root=root, user=user, vendor=vendor)))
 

@@ -25,10 +25,10 @@ import cherrypy
 from cherrypy import _cpconfig
 from cherrypy.lib import reprconf
 
+from cpsysd.description.load import AppSpec, Kind
 from cpsysd.errors import CpsysdError
 from cpsysd.records import record
 from cpsysd.runtime.journal import AccessSink, install_access_log, wsgi_with_access_log
-from cpsysd.spec import AppSpec, Kind
 
 # Global settings before the app's own: autoreload re-executes the process, which would lose
 # the sockets systemd passed (they are close-on-exec) and confuse the service manager.

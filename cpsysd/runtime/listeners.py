@@ -23,10 +23,10 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import field
 
+from cpsysd.description.load import Listener
 from cpsysd.errors import ActivationError, CpsysdError
 from cpsysd.records import record
 from cpsysd.runtime.adopt import PassedSocket, format_address
-from cpsysd.spec import Listener
 
 BACKLOG = 1024  # what the generated socket units set (Backlog=); systemd's default is 4096
 _ANY = {"::", "0.0.0.0"}

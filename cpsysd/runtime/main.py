@@ -14,11 +14,11 @@ import sys
 import traceback
 from typing import Any
 
+from cpsysd.description.load import AppSpec, WorkerMode, load_spec
 from cpsysd.errors import ERROR_PREFIX, CpsysdError
 from cpsysd.runtime import notify
 from cpsysd.runtime.adopt import activation_requested, adopt_sockets
 from cpsysd.runtime.listeners import Binding, bind_listeners, close_bindings, match_passed_sockets
-from cpsysd.spec import AppSpec, WorkerMode, load_spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +115,7 @@ def _check_options(args: argparse.Namespace) -> None:
 
 def acquire_listeners(spec: AppSpec, instance: str | None = None) -> list[Binding]:
     """The sockets systemd passed, matched to the description, or the listeners bound here:
-    with ``instance`` (checked, :func:`cpsysd.instances.check_instance`) that worker
+    with ``instance`` (checked, :func:`cpsysd.description.instances.check_instance`) that worker
     instance's, exactly where systemd's ``NAME@INSTANCE.socket`` would listen."""
     if activation_requested():
         passed = adopt_sockets()
@@ -128,7 +128,7 @@ def acquire_listeners(spec: AppSpec, instance: str | None = None) -> list[Bindin
             raise
     if instance is None:
         return bind_listeners(spec.listeners)
-    from cpsysd.instances import instance_listener  # only supervisord's workers need it
+    from cpsysd.description.instances import instance_listener  # only supervisord's workers need it
 
     listeners = [instance_listener(spec, listener, instance) for listener in spec.listeners]
     return bind_listeners(listeners, reuse_port=spec.worker_mode is WorkerMode.REUSEPORT)
@@ -175,7 +175,7 @@ def _serve(args: argparse.Namespace) -> int:
     _check_options(args)
     spec = load_spec(args.config)
     if args.instance is not None:
-        from cpsysd.instances import check_instance
+        from cpsysd.description.instances import check_instance
 
         check_instance(spec, args.instance)
         os.environ["CPSYSD_INSTANCE"] = args.instance  # as the systemd instance units set it

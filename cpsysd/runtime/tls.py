@@ -31,9 +31,9 @@ from cpsysd.credentials import (
     CREDENTIAL_PASSPHRASE,
     passphrase_from_file,
 )
+from cpsysd.description.load import TLSConfig
 from cpsysd.errors import TLSError
 from cpsysd.records import record
-from cpsysd.spec import TLSConfig
 
 TLS12_CIPHERS = ":".join(
     (

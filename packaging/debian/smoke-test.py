@@ -10,22 +10,25 @@ import sys
 from pathlib import Path
 
 import cpsysd.cli.app
-import cpsysd.debian
-import cpsysd.render
+import cpsysd.targets.debian
+import cpsysd.render.common
+import cpsysd.render.units
 import cpsysd.runtime.main
-import cpsysd.spec
+import cpsysd.description.load
 
-here = Path(cpsysd.render.__file__).resolve().parent
+here = Path(cpsysd.render.common.__file__).resolve().parent.parent  # the cpsysd package
 if Path.cwd() not in here.parents:
     sys.exit(f"smoke test: imported cpsysd from {here}, not from the build directory {Path.cwd()}")
-templates = cpsysd.render._templates_dir()
+templates = cpsysd.render.common._templates_dir()
 if templates != here / "units":
     sys.exit(f"smoke test: unit templates found at {templates}, not inside the package")
-spec = cpsysd.spec.parse_spec({"name": "hello", "entry": "hello:Root"}, "/srv/hello")
-units = cpsysd.render.render_units(spec, cpsysd.render.RenderOptions("/var/lib/cpsysd/hello.toml"))
+spec = cpsysd.description.load.parse_spec({"name": "hello", "entry": "hello:Root"}, "/srv/hello")
+units = cpsysd.render.units.render_units(
+    spec, cpsysd.render.units.RenderOptions("/var/lib/cpsysd/hello.toml")
+)
 if sorted(units) != ["hello.service", "hello.socket"]:
     sys.exit(f"smoke test: rendered {sorted(units)}")
-scripts = cpsysd.debian.render_debian(spec, cpsysd.debian.DebianOptions("hello"))
+scripts = cpsysd.targets.debian.render_debian(spec, cpsysd.targets.debian.DebianOptions("hello"))
 if sorted(scripts) != ["hello.postinst", "hello.postrm", "hello.prerm", "hello.triggers"]:
     sys.exit(f"smoke test: cpsysd debian rendered {sorted(scripts)}")
 if cpsysd.cli.app.run(["--version"]) != 0:

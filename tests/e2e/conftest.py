@@ -1,4 +1,5 @@
-"""Fixtures of the end-to-end suite: a real systemd (cpsysd.harness) per test, cpsysd and the
+"""Fixtures of the end-to-end suite: a real systemd (cpsysd.harness.container) per test, cpsysd and
+the
 example app installed inside, a session-end check that nothing of any container is left on the
 machine, and the figures the tests measure, printed at the end of the run for the README.
 
@@ -13,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from cpsysd import harness
-from cpsysd.harness import Container
+from cpsysd.harness import container as harness
+from cpsysd.harness.container import Container
 
 FIGURES: list[tuple[str, str]] = []
 

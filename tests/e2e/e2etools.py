@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from cpsysd.harness import Container
-from cpsysd.spec import AppSpec, load_spec
-from cpsysd.tomlwrite import spec_to_toml
+from cpsysd.description.load import AppSpec, load_spec
+from cpsysd.description.toml import spec_to_toml
+from cpsysd.harness.container import Container
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "hello"

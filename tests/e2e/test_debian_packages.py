@@ -13,8 +13,8 @@ import os
 import pytest
 from debkit import Debs, build_debs
 
-from cpsysd import harness
-from cpsysd.harness import Container
+from cpsysd.harness import container as harness
+from cpsysd.harness.container import Container
 
 pytestmark = [
     pytest.mark.e2e,

@@ -10,7 +10,7 @@ import pytest
 from e2etools import curl, example_spec, install_app, prepare_app
 
 from cpsysd.errors import CommandError
-from cpsysd.harness import Container
+from cpsysd.harness.container import Container
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from e2etools import EXAMPLE, LoadRun, curl, example_spec, install_app, wait_until
 
-from cpsysd.harness import Container
+from cpsysd.harness.container import Container
 
 pytestmark = pytest.mark.e2e
 

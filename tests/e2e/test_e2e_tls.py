@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from e2etools import curl, example_spec, install_app
 
-from cpsysd.harness import Container
-from cpsysd.spec import Listener, TLSConfig
-from cpsysd.tls import CertificateAuthority
+from cpsysd.description.load import Listener, TLSConfig
+from cpsysd.harness.container import Container
+from cpsysd.tls.pki import CertificateAuthority
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from e2etools import SYSTEM_PYTHON, run_try
 
-from cpsysd.harness_provision import _key, runtime_distributions
+from cpsysd.harness.provision import _key, runtime_distributions
 
 pytestmark = pytest.mark.e2e
 

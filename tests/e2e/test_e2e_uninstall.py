@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from e2etools import curl, example_spec, prepare_app
 
-from cpsysd.harness import Container
+from cpsysd.harness.container import Container
 
 pytestmark = pytest.mark.e2e
 

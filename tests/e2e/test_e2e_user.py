@@ -7,7 +7,7 @@ import json
 import pytest
 from e2etools import curl, example_spec, install_app, wait_until
 
-from cpsysd.harness import Container
+from cpsysd.harness.container import Container
 
 pytestmark = pytest.mark.e2e
 

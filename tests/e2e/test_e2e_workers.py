@@ -11,8 +11,8 @@ from collections.abc import Callable
 import pytest
 from e2etools import LoadRun, curl, example_spec, install_app, wait_until
 
-from cpsysd.harness import Container
-from cpsysd.spec import WorkerMode
+from cpsysd.description.load import WorkerMode
+from cpsysd.harness.container import Container
 
 pytestmark = pytest.mark.e2e
 

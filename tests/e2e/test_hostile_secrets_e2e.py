@@ -1,4 +1,5 @@
-"""Secrets under a real systemd (cpsysd.harness): the example app installed with an encrypted
+"""Secrets under a real systemd (cpsysd.harness.container): the example app installed with an
+encrypted
 TLS key whose passphrase is a credential too. Neither the key nor the passphrase shows up in
 the journal (every field of every entry), the service's environment or command line, or
 ``systemctl show``; the key file stays root's 0600 and the service reads copies from its
@@ -10,9 +11,9 @@ import re
 
 import pytest
 
-from cpsysd.harness import Container
-from cpsysd.spec import Listener, TLSConfig
-from cpsysd.tls import self_signed_cert
+from cpsysd.description.load import Listener, TLSConfig
+from cpsysd.harness.container import Container
+from cpsysd.tls.pki import self_signed_cert
 from tests.e2e.e2etools import curl, example_spec, install_app, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -1,4 +1,5 @@
-"""The certificate renewal timer under a real systemd (cpsysd.harness): cpsysd install enables
+"""The certificate renewal timer under a real systemd (cpsysd.harness.container): cpsysd install
+enables
 NAME-cert-renew.timer; its sandboxed service re-issues an expiring certificate from the local
 CA, restarts the app, and the app then serves the new certificate; a second run does nothing.
 With an encrypted key and a CA whose key is encrypted, the job gets both passphrases as
@@ -11,9 +12,9 @@ import re
 
 import pytest
 
-from cpsysd.harness import Container
-from cpsysd.spec import Listener, TLSConfig
-from cpsysd.tls import Certificate, CertificateAuthority, LeafCert, PrivateKey
+from cpsysd.description.load import Listener, TLSConfig
+from cpsysd.harness.container import Container
+from cpsysd.tls.pki import Certificate, CertificateAuthority, LeafCert, PrivateKey
 from tests.e2e.e2etools import example_spec, install_app, wait_until
 
 pytestmark = pytest.mark.e2e

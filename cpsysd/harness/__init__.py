@@ -1,0 +1,1 @@
+"""The ephemeral systemd container: boot, commands inside, journal, teardown."""

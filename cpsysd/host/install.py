@@ -1,0 +1,323 @@
+"""Install and uninstall an app's units: atomic writes, ownership, a manifest, systemctl calls.
+
+Layout (``--root DIR`` prefixes every path and makes cpsysd call no systemctl):
+
+======================  ================================  =================================
+                        system                            ``--user``
+======================  ================================  =================================
+units                   /etc/systemd/system               ~/.config/systemd/user
+units with --vendor     /lib/systemd/system (a package's)  -
+resolved description    /var/lib/cpsysd/NAME.toml         ~/.local/state/cpsysd/NAME.toml
+manifest                /var/lib/cpsysd/NAME.manifest.json  (same directory)
+======================  ================================  =================================
+
+Every change is one transaction: all new files are staged (written and fsync-ed beside their
+targets), then a ``.pending`` journal naming them is written atomically, then the files are
+renamed into place and the manifest replaced. A process killed at any point leaves a state that
+the next ``install`` or ``uninstall`` completes (roll forward from the journal) or discards
+(staged files without a journal), so units are never a mix of two versions once cpsysd ran again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from cpsysd.description.load import AppSpec
+from cpsysd.description.toml import spec_to_toml
+from cpsysd.errors import InstallError
+from cpsysd.host import fsutil
+from cpsysd.host.reach import check_reachable
+from cpsysd.host.run import run_command, systemctl, systemd_running
+from cpsysd.render.common import MARKER
+from cpsysd.render.units import RenderOptions, render_units, units_to_enable
+
+SYSTEM_UNIT_DIR = PurePosixPath("/etc/systemd/system")
+VENDOR_UNIT_DIR = PurePosixPath("/lib/systemd/system")
+SYSTEM_STATE_DIR = PurePosixPath("/var/lib/cpsysd")
+MANIFEST_FORMAT = 1
+
+
+def _home() -> PurePosixPath:
+    return PurePosixPath(os.environ.get("HOME") or os.path.expanduser("~"))
+
+
+@dataclass(frozen=True)
+class InstallTarget:
+    """Where and how to install. ``root``: an image or package build directory (no systemctl).
+    ``user``: units for the calling user's manager. ``vendor``: the package unit directory.
+    ``start``: enable and start the sockets. ``force``: replace units cpsysd did not write."""
+
+    root: Path | None = None
+    user: bool = False
+    vendor: bool = False
+    start: bool = True
+    force: bool = False
+
+    def unit_dir(self) -> PurePosixPath:
+        if self.user:
+            config = os.environ.get("XDG_CONFIG_HOME") or str(_home() / ".config")
+            return PurePosixPath(config) / "systemd" / "user"
+        return VENDOR_UNIT_DIR if self.vendor else SYSTEM_UNIT_DIR
+
+    def state_dir(self) -> PurePosixPath:
+        if self.user:
+            state = os.environ.get("XDG_STATE_HOME") or str(_home() / ".local" / "state")
+            return PurePosixPath(state) / "cpsysd"
+        return SYSTEM_STATE_DIR
+
+    def on_disk(self, live: PurePosixPath) -> Path:
+        """Where a path of the running system is in this target's file tree."""
+        return self.root / live.relative_to("/") if self.root else Path(live)
+
+    def manager_reachable(self) -> bool:
+        """Whether to call systemctl: never with --root; otherwise only if the manager runs."""
+        if self.root is not None:
+            return False
+        if self.user:
+            runtime = os.environ.get("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}")
+            return Path(runtime, "systemd", "private").exists()
+        return systemd_running()
+
+
+@dataclass
+class InstallReport:
+    """What a call changed, for the CLI to print."""
+
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    enabled: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _paths(name: str, target: InstallTarget) -> tuple[Path, Path]:
+    state = target.state_dir()
+    return (
+        target.on_disk(state / f"{name}.manifest.json"),
+        target.on_disk(state / f"{name}.manifest.json.pending"),
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise InstallError(f"{path} is unreadable: {err}", "remove it and install again") from None
+    if not isinstance(data, dict):
+        raise InstallError(f"{path} is not a cpsysd manifest", "remove it and install again")
+    return data
+
+
+def read_manifest(name: str, target: InstallTarget) -> dict[str, Any] | None:
+    """The manifest of an installed app (after completing an interrupted transaction)."""
+    recover(name, target)
+    return _read_json(_paths(name, target)[0])
+
+
+def _apply(target: InstallTarget, journal: dict[str, Any], manifest: Path, pending: Path) -> None:
+    for live in journal["writes"]:
+        disk = target.on_disk(PurePosixPath(live))
+        if fsutil.temp_path(disk).exists():
+            fsutil.commit(disk)
+    for live in journal["removes"]:
+        fsutil.remove(target.on_disk(PurePosixPath(live)))
+    if journal["manifest"] is None:
+        fsutil.remove(manifest)
+    else:
+        fsutil.atomic_write(manifest, json.dumps(journal["manifest"], indent=2).encode() + b"\n")
+    fsutil.remove(pending)
+
+
+def recover(name: str, target: InstallTarget) -> bool:
+    """Finish a transaction a killed process left behind; True if there was one."""
+    manifest, pending = _paths(name, target)
+    journal = _read_json(pending)
+    if journal is None:
+        return False
+    _apply(target, journal, manifest, pending)
+    return True
+
+
+def _transaction(
+    name: str,
+    target: InstallTarget,
+    writes: dict[PurePosixPath, bytes],
+    removes: list[PurePosixPath],
+    manifest_data: dict[str, Any] | None,
+) -> None:
+    manifest, pending = _paths(name, target)
+    for live, data in writes.items():
+        fsutil.stage(target.on_disk(live), data, 0o644)
+    journal = {
+        "writes": [str(p) for p in writes],
+        "removes": [str(p) for p in removes],
+        "manifest": manifest_data,
+    }
+    fsutil.atomic_write(pending, json.dumps(journal).encode())
+    _apply(target, journal, manifest, pending)
+
+
+def _is_ours(disk: Path, recorded: dict[str, str]) -> bool:
+    try:
+        data = disk.read_bytes()
+    except FileNotFoundError:
+        return True
+    return (
+        _sha256(data) == recorded.get(str(disk))
+        or MARKER.encode() in data
+        or data.startswith(b"# Written by cpsysd")
+    )
+
+
+def _precompile(spec: AppSpec, report: InstallReport) -> None:
+    """Byte-compile the app with its own interpreter now, as the installing user: the service
+    runs under ProtectSystem=strict and cannot write __pycache__, so without this every start
+    would compile the app's modules again."""
+    if not Path(spec.python).exists():
+        report.notes.append(f"{spec.python} does not exist yet: the app was not byte-compiled")
+        return
+    result = run_command(
+        [
+            spec.python,
+            "-m",
+            "compileall",
+            "-q",
+            "-x",
+            r"/(\.git|\.venv|node_modules)/",
+            spec.working_directory,
+        ],
+        check=False,
+        umask=0o022,  # the service, another user, must read the caches whatever root's umask
+    )
+    if result.returncode != 0:
+        report.notes.append(f"byte-compiling {spec.working_directory} failed: the app still runs")
+
+
+def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
+    """Write ``spec``'s units and resolved description; reload and enable unless told not to."""
+    report = InstallReport()
+    old = read_manifest(spec.name, target) or {"files": {}, "enable": []}
+    description = target.state_dir() / f"{spec.name}.toml"
+    unit_dir = target.unit_dir()
+    units = render_units(spec, RenderOptions(str(description), user_mode=target.user))
+    files = {description: spec_to_toml(spec).encode()}
+    files.update({unit_dir / fname: text.encode() for fname, text in units.items()})
+
+    if target.root is None and not target.user:
+        check_reachable(spec)  # a unit that could never start is refused before any write
+    for live in files:  # refuse before writing anything
+        disk = target.on_disk(live)
+        if disk.exists() and not target.force and not _is_ours(disk, {}):
+            raise InstallError(
+                f"{disk} exists and was not written by cpsysd",
+                "move it away, or pass --force to replace it",
+            )
+    writes = {}
+    for live, data in files.items():
+        disk = target.on_disk(live)
+        current = disk.read_bytes() if disk.exists() else None
+        (report.unchanged if current == data else report.written).append(str(disk))
+        if current != data:
+            writes[live] = data
+    removes = [
+        PurePosixPath(live)
+        for live in old["files"]
+        if PurePosixPath(live) not in files and _is_ours(target.on_disk(PurePosixPath(live)), {})
+    ]
+    enable = units_to_enable(spec)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "name": spec.name,
+        "user": target.user,
+        "files": {str(live): _sha256(data) for live, data in files.items()},
+        "enable": enable,
+        "stop": [f"{spec.name}.service"],
+    }
+    live_manager = target.manager_reachable()
+    dropped = [unit for unit in old["enable"] if unit not in enable]
+    if live_manager and dropped:
+        systemctl("disable", "--now", *dropped, user=target.user)
+    if writes or removes or old.get("files") != manifest["files"]:
+        _transaction(spec.name, target, writes, removes, manifest)
+    report.removed = [str(target.on_disk(p)) for p in removes]
+
+    if target.root is None:
+        _precompile(spec, report)
+    if not live_manager:
+        if target.root is None:
+            report.notes.append(
+                "systemd is not running here: units written, nothing enabled or started"
+            )
+        return report
+    if writes or removes:
+        systemctl("daemon-reload", user=target.user)
+    if target.start:
+        systemctl("enable", "--now", *enable, user=target.user)
+        report.enabled = enable
+        service = unit_dir / f"{spec.name}.service"
+        if service in writes and str(service) in old["files"]:
+            # The running service keeps its old definition until restarted; its sockets stay
+            # open meanwhile, so clients wait rather than fail.
+            systemctl("try-restart", f"{spec.name}.service", user=target.user)
+            report.notes.append(f"{spec.name}.service changed: restarted it if it was running")
+    return report
+
+
+def _prune_empty(target: InstallTarget) -> None:
+    """Remove the state directory once no app is left in it; under ``--root`` also the empty
+    directories install created, so a package build tree is left as it was."""
+    candidates = [target.on_disk(target.state_dir())]
+    if target.root is not None:
+        candidates.append(target.on_disk(target.unit_dir()))
+    for directory in candidates:
+        while directory != target.root and directory != directory.parent:
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+            directory = directory.parent
+            if target.root is None:
+                break
+
+
+def uninstall(name: str, target: InstallTarget) -> InstallReport:
+    """Stop, disable and remove exactly what :func:`install` wrote for ``name``."""
+    report = InstallReport()
+    old = read_manifest(name, target)
+    manifest_path = _paths(name, target)[0]
+    if old is None:
+        raise InstallError(
+            f"{name} is not installed here (no {manifest_path})",
+            "check the name, --user and --root",
+        )
+    live_manager = target.manager_reachable()
+    if live_manager:
+        units = [*old.get("enable", []), *old.get("stop", [])]
+        systemctl("disable", "--now", *units, user=target.user)
+    removes = []
+    for live, digest in old["files"].items():
+        disk = target.on_disk(PurePosixPath(live))
+        if not disk.exists():
+            continue
+        if _is_ours(disk, {str(disk): digest}):
+            removes.append(PurePosixPath(live))
+            report.removed.append(str(disk))
+        else:
+            report.notes.append(f"left {disk} alone: it was replaced by something else")
+    _transaction(name, target, {}, removes, None)
+    _prune_empty(target)
+    if live_manager:
+        systemctl("daemon-reload", user=target.user)
+        systemctl("reset-failed", *old.get("stop", []), user=target.user, check=False)
+    return report

@@ -1,0 +1,153 @@
+"""``cpsysd cert renew``: re-issue an app's certificate when it is due and restart its service.
+The timer and service that run it are rendered by :mod:`cpsysd.render.renew`."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cpsysd.errors import TLSError
+from cpsysd.render.renew import renewal_chain_path, restart_target
+
+if TYPE_CHECKING:
+    from cpsysd.description.model import TLSConfig
+    from cpsysd.tls.pki import Certificate
+
+
+def renew_certificate(
+    tls: TLSConfig, force: bool = False, now: datetime.datetime | None = None
+) -> tuple[bool, str]:
+    """Re-issue ``tls.cert`` and ``tls.key`` (and the chain for a CA) when due; returns
+    ``(renewed, one-line report)``. A new key every time, of the current key's type, encrypted
+    with the key's passphrase when there is one. The passphrases are read, and an encrypted key
+    without one refused, on every run: a timer that will fail when it is due fails today."""
+    from cpsysd.tls import certfiles
+    from cpsysd.tls.pki import Certificate, KeyType
+    from cpsysd.tls.x509 import key_type_of, utc_now
+
+    cert_path, key_path = Path(tls.cert), Path(tls.key)
+    chain_path = renewal_chain_path(tls)
+    for path in (cert_path, key_path, *([Path(chain_path)] if chain_path else [])):
+        certfiles.sweep_stale_staging(path)  # a killed earlier run's; also when not due
+    passphrase, ca_passphrase = _passphrases(tls)
+    current = None
+    if cert_path.exists():
+        current = Certificate.list_from_pem(cert_path.read_bytes(), str(cert_path))[0]
+        left = current.not_after - (now or utc_now())
+        due = left <= datetime.timedelta(days=tls.renew_days)
+        if not force and not due and _key_matches(key_path, current, passphrase):
+            return False, (
+                f"{cert_path}: not due, expires {current.not_after:%Y-%m-%d} ({left.days} days "
+                f"left; renewal {tls.renew_days} days before)"
+            )
+    hosts = list(tls.hosts) or list(current.hosts if current else ())
+    if not hosts:
+        raise TLSError(
+            f"{cert_path}: no host names to renew for",
+            'add hosts = ["example.org", "127.0.0.1"] to [tls] in the description',
+        )
+    key_type = (key_type_of(current.x509.public_key()) if current else None) or KeyType.EC_P256
+    days = max(current.lifetime_days if current else 365, tls.renew_days + 1)
+    if tls.ca_dir:
+        chain = renewal_chain_path(tls)
+        leaf, _ = certfiles.issue_from_ca(
+            Path(tls.ca_dir),
+            cert_path,
+            key_path,
+            hosts,
+            key_type,
+            days,
+            passphrase=passphrase,
+            ca_passphrase=ca_passphrase,
+            force=True,
+            chain=Path(chain) if chain else None,
+        )
+    else:
+        leaf = certfiles.make_self_signed(
+            cert_path, key_path, hosts, key_type, days, passphrase=passphrase, force=True
+        )
+    return True, f"renewed {cert_path}: {certfiles.summary(leaf.certificate)}"
+
+
+def _read_passphrase(path: str | None, credential: str) -> bytes | None:
+    """The credential ``credential`` when the job runs in NAME-cert-renew.service (it has
+    ``LoadCredential=``), else the file ``path`` (``cpsysd cert renew`` run by hand); None
+    when there is neither."""
+    from cpsysd.tls.certfiles import read_passphrase
+
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if directory and os.path.isfile(os.path.join(directory, credential)):
+        return read_passphrase(credential=credential)
+    return read_passphrase(path) if path else None
+
+
+def _encrypted(path: Path) -> bool:
+    """Whether a PEM key file is encrypted (PKCS#8 ``ENCRYPTED PRIVATE KEY`` or the
+    traditional ``Proc-Type: 4,ENCRYPTED``); False when it is missing or unreadable."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        return False
+    marks = (b"-----BEGIN ENCRYPTED ", b"Proc-Type: 4,ENCRYPTED")
+    return any(line.startswith(marks) for line in lines)
+
+
+def _passphrases(tls: TLSConfig) -> tuple[bytes | None, bytes | None]:
+    """``(key passphrase, CA key passphrase)``. Refuses to go on without a passphrase for an
+    encrypted key (the renewal would write the new key unencrypted) or an encrypted CA key."""
+    from cpsysd.credentials import CREDENTIAL_CA_PASSPHRASE, CREDENTIAL_PASSPHRASE
+    from cpsysd.tls.certfiles import CA_KEY_NAME
+
+    passphrase = _read_passphrase(tls.passphrase_file, CREDENTIAL_PASSPHRASE)
+    if passphrase is None and _encrypted(Path(tls.key)):
+        raise TLSError(
+            f"{tls.key} is encrypted, and a renewal would write the new key unencrypted",
+            "set [tls] passphrase_file to the file holding its passphrase",
+        )
+    ca_passphrase = None
+    if tls.ca_dir:
+        ca_passphrase = _read_passphrase(tls.ca_passphrase_file, CREDENTIAL_CA_PASSPHRASE)
+        ca_key = Path(tls.ca_dir) / CA_KEY_NAME
+        if ca_passphrase is None and _encrypted(ca_key):
+            raise TLSError(
+                f"the CA key {ca_key} is encrypted",
+                "set [tls] ca_passphrase_file to the file holding its passphrase",
+            )
+    return passphrase, ca_passphrase
+
+
+def _key_matches(key_path: Path, cert: Certificate, passphrase: bytes | None = None) -> bool:
+    """False when the key is missing or is not the certificate's: a run killed between the
+    key's and the certificate's rename leaves a new key beside the old certificate, which the
+    app cannot load, so renewing then repairs the pair. A key that cannot be read (with
+    ``passphrase``, if any) counts as matching: it cannot be checked here."""
+    from cpsysd.tls.pki import PrivateKey
+
+    try:
+        key = PrivateKey.from_pem(key_path.read_bytes(), passphrase, source=str(key_path))
+    except FileNotFoundError:
+        return False
+    except (OSError, TLSError):
+        return True
+    return key.matches(cert)
+
+
+def renew_from_description(
+    description: Path, force: bool = False, restart: bool = True, user: bool = False
+) -> str:
+    """``cpsysd cert renew``: renew the certificate of the app described in ``description``
+    when due, then ``systemctl try-restart`` its service (it only restarts a running one)."""
+    from cpsysd.description.load import load_spec
+
+    spec = load_spec(description)
+    if spec.tls is None:
+        raise TLSError(f"{description} has no [tls] table", "nothing to renew")
+    renewed, report = renew_certificate(spec.tls, force)
+    if renewed and restart:
+        from cpsysd.host.run import systemctl
+
+        systemctl("try-restart", restart_target(spec), user=user)
+        report += f"; restarted {restart_target(spec)}"
+    return report

@@ -1,0 +1,1 @@
+"""Other outputs of a description: nginx site, supervisord, Debian maintainer scripts."""
