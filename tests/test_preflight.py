@@ -243,3 +243,11 @@ def test_init_writes_the_interpreter_that_found_the_app(app: Path) -> None:
     lines = (app / "cpsysd.toml").read_text().splitlines()
     (python,) = [line for line in lines if line.startswith("python =")]
     assert python.startswith(f'python = "{os.path.abspath(sys.executable)}"')
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cpsysd try needs root")
+def test_try_refuses_before_booting(app: Path) -> None:
+    describe(app, entry="hello:Rooot")
+    result = run("try", "-c", str(app / "cpsysd.toml"))
+    assert_one_line_error(result, "error: entry: 'hello' has no attribute 'Rooot'")
+    assert "booting" not in result.stdout

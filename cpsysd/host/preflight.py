@@ -39,9 +39,10 @@ PYTHON_HINT = "set python to the absolute path of the interpreter that has the a
 
 @dataclass(frozen=True)
 class PreflightReport:
-    """What the probe found: the kind the entry is served as, and who imported it."""
+    """What the probe found: the kind the entry is served as (None: not probed here, see
+    ``copied`` of :func:`check_preflight`), and who imported it."""
 
-    kind: str
+    kind: str | None
     imported_as: str
 
 
@@ -193,22 +194,32 @@ def file_problems(spec: AppSpec) -> list[SpecError]:
     return problems
 
 
-def preflight_problems(spec: AppSpec) -> tuple[list[SpecError], PreflightReport | None]:
-    """Every reason the app of ``spec`` would not start, and the probe's report if it has none."""
+def preflight_problems(
+    spec: AppSpec, *, copied: bool = False
+) -> tuple[list[SpecError], PreflightReport | None]:
+    """Every reason the app of ``spec`` would not start, and the probe's report if it has none.
+    ``copied``: see :func:`check_preflight`."""
     problems = file_problems(spec)
     kind, probed, who = probe_app(spec)
+    if copied:
+        probed = [problem for problem in probed if problem.field != "working_directory"]
     reported = {problem.field for problem in problems}  # a missing config: said once
     problems += [problem for problem in probed if problem.field not in reported]
     if spec.tls is not None:
         problems += tls_problems(spec.tls)
-    if problems or kind is None:
+    if problems or (kind is None and not copied):
         return problems, None
     return [], PreflightReport(kind, who)
 
 
-def check_preflight(spec: AppSpec) -> PreflightReport:
-    """Raise the first preflight problem of ``spec`` (saying how many more there are)."""
-    problems, report = preflight_problems(spec)
+def check_preflight(spec: AppSpec, *, copied: bool = False) -> PreflightReport:
+    """Raise the first preflight problem of ``spec`` (saying how many more there are).
+
+    ``copied`` (``cpsysd try``): the working directory runs from a copy with its own modes, so
+    that the probe's user cannot enter it HERE (a 0700 home or temporary directory on the way)
+    says nothing about the service; the app is then not imported here, and ``cpsysd install``
+    runs the preflight again inside the container, on the copy."""
+    problems, report = preflight_problems(spec, copied=copied)
     if problems:
         first = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

@@ -169,7 +169,7 @@ def try_app(spec: AppSpec, progress: Callable[[str], None] = lambda _: None) -> 
     reason = available()
     if reason:
         raise HarnessError(f"cpsysd try cannot run here: {reason}")
-    check_preflight(spec)  # an app that cannot start is reported before anything boots
+    check_preflight(spec, copied=True)  # an app that cannot start: said before anything boots
     app = ask_interpreter(spec.python)
     report = TryReport(spec.name)
     box = Container(f"try-{spec.name[:24]}-{os.getpid()}")
