@@ -4,6 +4,7 @@ Used by :func:`cpsysd.description.load.parse_spec`."""
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -315,7 +316,8 @@ def _no_unknown(fieldname: str, table: Mapping[str, object], known: set[str]) ->
     for key in table:
         if key not in known:
             where = f"{fieldname}.{key}" if fieldname else key
-            close = [k for k in sorted(known) if k[:3] == key[:3]]
+            # Typos (wokers, lisen, pyhton) keep most letters, not the first three.
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
             hint = (
                 f"did you mean {close[0]!r}?"
                 if close

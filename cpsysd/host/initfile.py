@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.machinery
+import os
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +56,7 @@ def render_init(request: InitRequest) -> str:
         _line(
             "python",
             request.python or "/opt/APP/venv/bin/python",
-            "interpreter with the app and cpsysd (default: the one running cpsysd)",
+            "interpreter with the app and cpsysd (init: the one that found the app)",
             request.python is not None,
         ),
         _line(
@@ -114,7 +117,15 @@ def _check_module(entry: str, workdir: Path) -> None:
 
 
 def write_init(request: InitRequest, output: Path | None, *, force: bool = False) -> str:
-    """Validate, then write the description to ``output`` (None: only return the text)."""
+    """Validate, then write the description to ``output`` (None: only return the text).
+
+    Without ``--python`` the description names this interpreter, the one that found the app,
+    by its absolute path. Left out, ``python`` would default to whichever interpreter runs the
+    cpsysd that reads the description later (a root-owned system cpsysd, say), which may not
+    have the app's dependencies at all. The path is not resolved: a virtualenv's ``bin/python``
+    is a symlink whose target lacks the virtualenv's packages."""
+    if request.python is None:
+        request = dataclasses.replace(request, python=os.path.abspath(sys.executable))
     text = render_init(request)
     base = output.resolve().parent if output else Path.cwd()
     spec = parse_spec(tomllib.loads(text), str(base))

@@ -31,6 +31,7 @@ from cpsysd.description.load import AppSpec
 from cpsysd.description.toml import spec_to_toml
 from cpsysd.errors import InstallError
 from cpsysd.host import fsutil
+from cpsysd.host.preflight import check_preflight
 from cpsysd.host.reach import check_reachable
 from cpsysd.host.run import run_command, systemctl, systemd_running
 from cpsysd.render.common import MARKER
@@ -216,6 +217,9 @@ def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
 
     if target.root is None and not target.user:
         check_reachable(spec)  # a unit that could never start is refused before any write
+    if target.root is None:
+        # With --root the units are for an image or package: the app is not on this machine.
+        check_preflight(spec)
     for live in files:  # refuse before writing anything
         disk = target.on_disk(live)
         if disk.exists() and not target.force and not _is_ours(disk, {}):
