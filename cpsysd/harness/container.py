@@ -347,10 +347,3 @@ class Container(ContainerCommands):
         with contextlib.suppress(OSError):
             return self._read_console()
         return self._console_text
-
-    def provision_cpsysd(self) -> str:
-        """Make this cpsysd and its dependencies runnable by hardened (DynamicUser) services
-        inside; returns the interpreter path. See :mod:`cpsysd.harness.provision`."""
-        from cpsysd.harness.provision import provision
-
-        return provision(self)
