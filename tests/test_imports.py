@@ -100,6 +100,15 @@ def test_nothing_but_the_command_line_imports_cli() -> None:
     assert outside == []
 
 
+def test_only_the_runner_starts_processes() -> None:
+    starters = sorted(
+        f"{imp.where()}: {imp.importer}"
+        for imp in IMPORTS
+        if in_package(imp.target, "subprocess") and imp.importer not in PROCESS_STARTERS
+    )
+    assert starters == [], "start processes through cpsysd.host.run"
+
+
 def test_the_container_init_stays_standalone() -> None:
     """harness/init.py is run by path with `python -I` in namespaces where cpsysd is not
     importable: it must use the standard library only."""
