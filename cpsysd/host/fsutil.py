@@ -4,6 +4,11 @@ The new content goes to a temporary file in the same directory, created with its
 from the first byte (``os.open(..., O_CREAT | O_EXCL, mode)``: a private key is never readable
 by others, not even for a moment), fsync-ed, then renamed over the target (rename(2) is atomic
 within a file system) and the directory fsync-ed so the rename survives a power cut.
+
+Two staging schemes share that one writer (:func:`_write_new`): :func:`stage` uses a
+deterministic name per target (``cpsysd install`` finds and recovers it), :func:`stage_unique`
+a name carrying the writer's PID (key and certificate files, which concurrent ``cpsysd cert``
+runs may write; :func:`sweep_stale_staging` removes what killed writers left).
 """
 
 from __future__ import annotations
@@ -11,11 +16,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import secrets
 from pathlib import Path
 
 from cpsysd.errors import CpsysdError
 
 TEMP_SUFFIX = ".cpsysd-tmp"
+_UNIQUE_STAGING = re.compile(r"\.(.+)\.([0-9]+)-[0-9a-f]{12}\.tmp")
 
 
 def temp_path(target: Path) -> Path:
@@ -32,7 +40,8 @@ def _describe(err: OSError, path: Path) -> str:
 
 
 def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    """Make renames, links and unlinks in ``directory`` durable (fsync(2) on the directory)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -67,6 +76,28 @@ def _make_directory(path: Path, mode: int) -> None:
             raise
 
 
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` (never an existing file, never through a symlink) with ``mode`` from the
+    first byte, write ``data`` and fsync it; on any failure nothing is left. Raises OSError."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    try:
+        # A shared mode is set exactly, undoing the umask (services must read unit files). A
+        # private one (a key: nothing for group or others) is never chmod-ed, so no syscall
+        # ever touches a key's permissions: it keeps open(2)'s mode & ~umask, never wider.
+        if mode & 0o077:
+            os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    os.close(fd)
+
+
 def stage(target: Path, data: bytes, mode: int = 0o644) -> Path:
     """Write ``data`` to the staging file of ``target`` with ``mode`` and fsync it.
 
@@ -78,22 +109,64 @@ def stage(target: Path, data: bytes, mode: int = 0o644) -> Path:
         make_directories(target.parent)
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
-        fd = os.open(
-            temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode
-        )
-        try:
-            os.fchmod(fd, mode)  # the umask may have taken bits away; never adds any
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_new(temp, data, mode)
     except OSError as err:
-        with contextlib.suppress(OSError):
-            temp.unlink()
         raise CpsysdError(_describe(err, target)) from None
     return temp
+
+
+def stage_unique(target: Path, data: bytes, mode: int) -> Path:
+    """Write ``data`` to a new staging file beside ``target`` whose hidden name carries this
+    process's PID (``.NAME.PID-RANDOM.tmp``), with ``mode`` from the first byte, fsync-ed.
+    Raises OSError, so that a caller publishing several files can undo all of them."""
+    temp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp")
+    _write_new(temp, data, mode)
+    return temp
+
+
+def publish(temp: Path, target: Path, *, replace: bool) -> None:
+    """Put the staged ``temp`` in place of ``target``: with ``replace`` by rename(2), atomically;
+    without, by link(2), which fails with EEXIST rather than clobber a file that appeared
+    meanwhile. The caller fsyncs the directory (:func:`fsync_dir`). Raises OSError."""
+    if replace:
+        os.replace(temp, target)
+    else:
+        os.link(temp, target)
+        os.unlink(temp)
+
+
+def _writer_gone(pid: int) -> bool:
+    """True only when no process with ``pid`` exists (a reused PID keeps the file)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def sweep_stale_staging(target: Path) -> list[Path]:
+    """Remove the :func:`stage_unique` files of ``target`` left by writers that were killed
+    before they published or cleaned up (a SIGKILL runs no cleanup); return what was removed.
+
+    Only files of this exact naming whose writing process no longer exists are touched: a
+    concurrent writer's file is left alone. Such a file may hold an unpublished private key
+    (mode 0600), so it should not linger."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _UNIQUE_STAGING.fullmatch(entry.name)
+        if not match or match.group(1) != target.name:
+            continue
+        if entry.is_file(follow_symlinks=False) and _writer_gone(int(match.group(2))):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
 
 
 def commit(target: Path) -> None:
