@@ -166,11 +166,10 @@ def _venv_files(python: str) -> list[str]:
     config = os.path.join(root, "pyvenv.cfg")
     if not os.path.isfile(config):
         return []
-    lib = os.path.join(root, "lib")
     found = [root, config]
-    with contextlib.suppress(OSError):
-        for entry in sorted(os.listdir(lib)):
-            found.append(os.path.join(lib, entry, "site-packages"))
+    for lib in (os.path.join(root, "lib"), os.path.join(root, "lib64")):
+        with contextlib.suppress(OSError):
+            found += [os.path.join(lib, name, "site-packages") for name in sorted(os.listdir(lib))]
     return found
 
 
