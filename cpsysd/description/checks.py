@@ -13,6 +13,7 @@ from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
 from cpsysd import escape
+from cpsysd.description.bounds import check_text_length
 from cpsysd.description.model import (
     Listener,
     NginxConfig,
@@ -64,6 +65,7 @@ def _typed(fieldname: str, value: object, kind: type | tuple[type, ...], what: s
 
 def _text(fieldname: str, value: object) -> str:
     text: str = _typed(fieldname, value, str, "a string")
+    check_text_length(fieldname, text)
     try:
         escape.unit_value(text)
     except ValueError as err:
@@ -276,6 +278,7 @@ def _environment(fieldname: str, value: object) -> tuple[tuple[str, str], ...]:
                 "use letters, digits and '_', not starting with a digit",
             )
         text = _typed(f"{fieldname}.{key}", item, str, "a string")
+        check_text_length(f"{fieldname}.{key}", text)
         try:
             escape.check_text(text)
         except ValueError as err:

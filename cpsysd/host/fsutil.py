@@ -18,7 +18,8 @@ import errno
 import os
 import re
 import secrets
-from pathlib import Path
+import stat
+from pathlib import Path, PurePosixPath
 
 from cpsysd.errors import CpsysdError
 
@@ -194,3 +195,91 @@ def remove(target: Path) -> bool:
         raise CpsysdError(f"cannot remove {target}: {err.strerror}") from None
     fsync_dir(target.parent)
     return True
+
+
+# --- trees cpsysd does not own: --root DIR, files someone else may have planted ---------------
+
+SYMLINKS_MAX = 40  # the kernel's limit on symlinks in one resolution (path_resolution(7))
+
+
+def resolve_in_root(root: Path, live: PurePosixPath) -> Path:
+    """Where the running system's ``live`` is inside the tree ``root``, never outside it.
+
+    Symlinks among the directories are followed as if ``root`` were ``/`` (an absolute target
+    starts again at ``root``, ``..`` stops there), which is how openat2(2) ``RESOLVE_IN_ROOT``
+    and systemd's own ``--root`` read an image (a merged-/usr tree's ``lib -> usr/lib`` works).
+    The last component is not followed: a symlink there is the file itself, which the callers
+    refuse to read (:func:`read_regular_file`) and replace or remove as a link.
+    """
+    *dirs, last = live.relative_to("/").parts or (".",)
+    if last in (".", ".."):
+        raise CpsysdError(f"{live} does not name a file")
+    done: list[str] = []
+    todo = list(dirs)
+    links = 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            del done[-1:]
+            continue
+        here = root.joinpath(*done, part)
+        try:
+            info = os.lstat(here)
+        except FileNotFoundError:
+            done += [part, *todo]  # nothing below a missing directory can be a link yet
+            break
+        except OSError as err:
+            raise CpsysdError(f"cannot look up {here}: {err.strerror}") from None
+        if not stat.S_ISLNK(info.st_mode):
+            done.append(part)
+            continue
+        links += 1
+        if links > SYMLINKS_MAX:
+            raise CpsysdError(f"too many symlinks under {root} on the way to {live}")
+        target = PurePosixPath(os.readlink(here))
+        if target.is_absolute():
+            done = []
+        todo = [*target.parts[1 if target.is_absolute() else 0 :], *todo]
+    resolved = root.joinpath(*done, last)
+    if ".." in done:  # a missing directory named '..' after it: never leave root that way
+        raise CpsysdError(f"{live} climbs out of {root} with '..'")
+    return resolved
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The content of ``path`` if it is a regular file of at most ``limit`` bytes.
+
+    Opened with ``O_NOFOLLOW`` (a symlink in the last component is refused, not followed) and
+    ``O_NONBLOCK`` (a FIFO cannot block the open), checked with fstat before one byte is read,
+    and read only up to the limit (``/dev/zero``, procfs files lie about their size).
+    FileNotFoundError passes through; everything else becomes a one-line CpsysdError.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise CpsysdError(f"{path} is a symlink, not a file") from None
+        raise CpsysdError(f"cannot read {path}: {err.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CpsysdError(f"{path} is not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as err:
+        raise CpsysdError(f"cannot read {path}: {err.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise CpsysdError(f"{path} is larger than {limit} bytes")
+    return b"".join(chunks)
