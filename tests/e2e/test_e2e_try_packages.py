@@ -122,8 +122,9 @@ def test_a_missing_interpreter_is_one_line_before_any_container(
     assert result.returncode == 2
     assert result.stdout == ""  # nothing booted
     assert result.stderr.count("\n") == 1
-    assert result.stderr.startswith(f"cpsysd: error: python: {missing} does not exist on this host")
-    assert "set python to the interpreter that has the app's packages" in result.stderr
+    # The preflight (before anything boots) finds it now, in the words verify and install use.
+    assert result.stderr.startswith(f"cpsysd: error: python: {missing} does not exist")
+    assert "set python to the absolute path of the interpreter" in result.stderr
 
 
 def _other_python() -> str | None:
