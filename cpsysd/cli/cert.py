@@ -9,7 +9,7 @@ each command: cryptography is heavy and no other command should pay for it).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
@@ -21,7 +21,9 @@ from cpsysd.cli.options import (
     passphrase_file_option,
     user_option,
 )
-from cpsysd.tls.names import parse_key_type  # pure and light: no cryptography
+
+if TYPE_CHECKING:
+    from cpsysd.tls.names import KeyType
 
 cert_app = typer.Typer(
     name="cert",
@@ -37,6 +39,14 @@ _HOSTS_HELP = (
 )
 _KEY_TYPE_HELP = "Key type: ec-p256 (default), ec-p384, rsa-2048, rsa-3072 or rsa-4096."
 _FORCE_HELP = "Replace existing files (the old key is lost)."
+
+
+def _key_type(text: str) -> KeyType:
+    # Imported when a command runs, not for `cpsysd --help`: ipaddress and the enums cost
+    # about a millisecond, which every other command would pay.
+    from cpsysd.tls.names import parse_key_type
+
+    return parse_key_type(text)
 
 
 def _passphrase(file: str | None, credential: str | None) -> bytes | None:
@@ -62,7 +72,7 @@ def selfsigned(
     certificate itself, e.g. curl --cacert FILE)."""
     from cpsysd.tls import certfiles
 
-    kind = parse_key_type(key_type)
+    kind = _key_type(key_type)
     secret = _passphrase(passphrase_file, passphrase_credential)
     leaf = certfiles.make_self_signed(Path(cert), Path(key), hosts, kind, days, secret, force)
     typer.echo(f"wrote {key} ({leaf.private_key.description}, mode 0600)")
@@ -97,7 +107,7 @@ def ca(
     certificates from it. Give clients DIR/ca.pem to trust."""
     from cpsysd.tls import certfiles
 
-    kind = parse_key_type(key_type)
+    kind = _key_type(key_type)
     secret = _passphrase(passphrase_file, passphrase_credential)
     authority = certfiles.create_ca(Path(directory), kind, days, secret, force, name)
     key_path, cert_path = (
@@ -142,7 +152,7 @@ def issue(
     certificate and the chain (the CA certificate) next to it."""
     from cpsysd.tls import certfiles
 
-    kind = parse_key_type(key_type)
+    kind = _key_type(key_type)
     secret = _passphrase(passphrase_file, passphrase_credential)
     ca_secret = _passphrase(ca_passphrase_file, ca_passphrase_credential)
     leaf, chain_path = certfiles.issue_from_ca(
@@ -186,7 +196,7 @@ def csr(
     """Write a certificate signing request for HOST... to hand to a public CA."""
     from cpsysd.tls import certfiles
 
-    kind = parse_key_type(key_type)
+    kind = _key_type(key_type)
     secret = _passphrase(passphrase_file, passphrase_credential)
     created = certfiles.make_csr(Path(key), Path(out), hosts, kind, secret, force)
     if created:
