@@ -145,19 +145,21 @@ def test_console_script_and_every_command_help(unpacked: Path) -> None:
     assert script.read_text().startswith("#!/usr/bin/python3\n")
     top = _debian_python(unpacked, str(script), "--help")
     assert top.returncode == 0, top.stderr
-    # Plain Click help ("Commands:") or, where Debian's python3-rich is installed (ansible-lint
-    # pulls it in), Typer's rich panel ("╭─ Commands ─", rows "│ name  help").
-    section = re.split(r"Commands:|─ Commands ─", top.stdout)[1]
-    commands = [
-        match.group(1)
-        for match in (
-            re.match(r"(?:│ |  )([a-z][a-z-]*) {2,}\S", line) for line in section.splitlines()
-        )
-        if match
-    ]
-    assert {"install", "generate", "debian"} <= set(commands)
+
+    # Click lists the commands after "Commands:" indented by two spaces; with python3-rich
+    # installed, typer 0.7 draws a "Commands" box whose rows start with "│ ". Continuation
+    # lines of the help texts are indented further, so they never match.
+    def listed(help_text: str) -> list[str]:
+        section = help_text.split("Commands")[1]
+        return re.findall(r"^(?:  |│ )([a-z][a-z-]*) ", section, re.MULTILINE)
+
+    commands = [[name] for name in listed(top.stdout)]
+    assert {"install", "generate", "debian", "cert"} <= {name for (name,) in commands}
+    cert = _debian_python(unpacked, str(script), "cert", "--help")
+    commands += [["cert", name] for name in listed(cert.stdout)]
+    assert ["cert", "renew"] in commands
     for command in commands:
-        result = _debian_python(unpacked, str(script), command, "--help")
+        result = _debian_python(unpacked, str(script), *command, "--help")
         assert result.returncode == 0, f"{command}: {result.stderr}"
         assert "usage:" in result.stdout.lower()  # serve's is argparse's (no Typer at start-up)
     version = _debian_python(unpacked, str(script), "--version")

@@ -9,11 +9,21 @@ each command: cryptography is heavy and no other command should pay for it).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from cpsysd.tls.names import parse_key_type  # pure and light: no cryptography
+from cpsysd.cli.options import (
+    config_option,
+    find_description,
+    force_option,
+    passphrase_credential_option,
+    passphrase_file_option,
+    user_option,
+)
+
+if TYPE_CHECKING:
+    from cpsysd.tls.names import KeyType
 
 cert_app = typer.Typer(
     name="cert",
@@ -28,15 +38,15 @@ _HOSTS_HELP = (
     "becomes an IP SAN; DNS:NAME and IP:ADDRESS force the type."
 )
 _KEY_TYPE_HELP = "Key type: ec-p256 (default), ec-p384, rsa-2048, rsa-3072 or rsa-4096."
-_KEY_FILE_OPTION = (
-    "Encrypt (or read) the private key with the passphrase in this file (a trailing newline "
-    "is ignored). Never put a passphrase itself on the command line."
-)
-_KEY_CREDENTIAL_OPTION = (
-    "Like --passphrase-file, but read $CREDENTIALS_DIRECTORY/NAME (a systemd credential, "
-    "LoadCredential=NAME:PATH in the unit running this command)."
-)
 _FORCE_HELP = "Replace existing files (the old key is lost)."
+
+
+def _key_type(text: str) -> KeyType:
+    # Imported when a command runs, not for `cpsysd --help`: ipaddress and the enums cost
+    # about a millisecond, which every other command would pay.
+    from cpsysd.tls.names import parse_key_type
+
+    return parse_key_type(text)
 
 
 def _passphrase(file: str | None, credential: str | None) -> bytes | None:
@@ -54,19 +64,15 @@ def selfsigned(
     ),
     key_type: str = typer.Option("ec-p256", "--key-type", metavar="TYPE", help=_KEY_TYPE_HELP),
     days: int = typer.Option(365, "--days", metavar="N", help="Validity in days (at least 1)."),
-    passphrase_file: Optional[str] = typer.Option(
-        None, "--passphrase-file", metavar="FILE", help=_KEY_FILE_OPTION
-    ),
-    passphrase_credential: Optional[str] = typer.Option(
-        None, "--passphrase-credential", metavar="NAME", help=_KEY_CREDENTIAL_OPTION
-    ),
-    force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
+    passphrase_file: Optional[str] = passphrase_file_option(),
+    passphrase_credential: Optional[str] = passphrase_credential_option(),
+    force: bool = force_option(help=_FORCE_HELP),
 ) -> None:
     """Create a key and a self-signed server certificate for HOST... (clients must trust the
     certificate itself, e.g. curl --cacert FILE)."""
     from cpsysd.tls import certfiles
 
-    kind = parse_key_type(key_type)
+    kind = _key_type(key_type)
     secret = _passphrase(passphrase_file, passphrase_credential)
     leaf = certfiles.make_self_signed(Path(cert), Path(key), hosts, kind, days, secret, force)
     typer.echo(f"wrote {key} ({leaf.private_key.description}, mode 0600)")
@@ -91,21 +97,17 @@ def ca(
         metavar="TEXT",
         help="Common name of the CA (default: host name and a random tag).",
     ),
-    passphrase_file: Optional[str] = typer.Option(
-        None, "--passphrase-file", metavar="FILE", help=_KEY_FILE_OPTION
-    ),
-    passphrase_credential: Optional[str] = typer.Option(
-        None, "--passphrase-credential", metavar="NAME", help=_KEY_CREDENTIAL_OPTION
-    ),
-    force: bool = typer.Option(
-        False, "--force", help="Replace an existing CA (certificates it issued stop verifying)."
+    passphrase_file: Optional[str] = passphrase_file_option(),
+    passphrase_credential: Optional[str] = passphrase_credential_option(),
+    force: bool = force_option(
+        help="Replace an existing CA (certificates it issued stop verifying)."
     ),
 ) -> None:
     """Create a local certificate authority once; `cert issue --ca DIR` then issues server
     certificates from it. Give clients DIR/ca.pem to trust."""
     from cpsysd.tls import certfiles
 
-    kind = parse_key_type(key_type)
+    kind = _key_type(key_type)
     secret = _passphrase(passphrase_file, passphrase_credential)
     authority = certfiles.create_ca(Path(directory), kind, days, secret, force, name)
     key_path, cert_path = (
@@ -136,28 +138,21 @@ def issue(
     ),
     key_type: str = typer.Option("ec-p256", "--key-type", metavar="TYPE", help=_KEY_TYPE_HELP),
     days: int = typer.Option(365, "--days", metavar="N", help="Validity in days (at least 1)."),
-    passphrase_file: Optional[str] = typer.Option(
-        None, "--passphrase-file", metavar="FILE", help=_KEY_FILE_OPTION
+    passphrase_file: Optional[str] = passphrase_file_option(),
+    passphrase_credential: Optional[str] = passphrase_credential_option(),
+    ca_passphrase_file: Optional[str] = passphrase_file_option(
+        "--ca-passphrase-file", help="Passphrase file of an encrypted CA key."
     ),
-    passphrase_credential: Optional[str] = typer.Option(
-        None, "--passphrase-credential", metavar="NAME", help=_KEY_CREDENTIAL_OPTION
+    ca_passphrase_credential: Optional[str] = passphrase_credential_option(
+        "--ca-passphrase-credential", help="Credential holding the CA key's passphrase."
     ),
-    ca_passphrase_file: Optional[str] = typer.Option(
-        None, "--ca-passphrase-file", metavar="FILE", help="Passphrase file of an encrypted CA key."
-    ),
-    ca_passphrase_credential: Optional[str] = typer.Option(
-        None,
-        "--ca-passphrase-credential",
-        metavar="NAME",
-        help="Credential holding the CA key's passphrase.",
-    ),
-    force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
+    force: bool = force_option(help=_FORCE_HELP),
 ) -> None:
     """Issue a server certificate for HOST... from the local CA: writes the key, the
     certificate and the chain (the CA certificate) next to it."""
     from cpsysd.tls import certfiles
 
-    kind = parse_key_type(key_type)
+    kind = _key_type(key_type)
     secret = _passphrase(passphrase_file, passphrase_credential)
     ca_secret = _passphrase(ca_passphrase_file, ca_passphrase_credential)
     leaf, chain_path = certfiles.issue_from_ca(
@@ -192,20 +187,16 @@ def csr(
     key_type: str = typer.Option(
         "ec-p256", "--key-type", metavar="TYPE", help=_KEY_TYPE_HELP + " For a new key."
     ),
-    passphrase_file: Optional[str] = typer.Option(
-        None, "--passphrase-file", metavar="FILE", help=_KEY_FILE_OPTION
-    ),
-    passphrase_credential: Optional[str] = typer.Option(
-        None, "--passphrase-credential", metavar="NAME", help=_KEY_CREDENTIAL_OPTION
-    ),
-    force: bool = typer.Option(
-        False, "--force", help="Replace an existing request file (the key is never replaced)."
+    passphrase_file: Optional[str] = passphrase_file_option(),
+    passphrase_credential: Optional[str] = passphrase_credential_option(),
+    force: bool = force_option(
+        help="Replace an existing request file (the key is never replaced)."
     ),
 ) -> None:
     """Write a certificate signing request for HOST... to hand to a public CA."""
     from cpsysd.tls import certfiles
 
-    kind = parse_key_type(key_type)
+    kind = _key_type(key_type)
     secret = _passphrase(passphrase_file, passphrase_credential)
     created = certfiles.make_csr(Path(key), Path(out), hosts, kind, secret, force)
     if created:
@@ -248,14 +239,11 @@ def check(
         metavar="N",
         help="Fail when the certificate expires within N days (0: only when expired).",
     ),
-    passphrase_file: Optional[str] = typer.Option(
-        None, "--passphrase-file", metavar="FILE", help="Passphrase file of an encrypted --key."
+    passphrase_file: Optional[str] = passphrase_file_option(
+        help="Passphrase file of an encrypted --key."
     ),
-    passphrase_credential: Optional[str] = typer.Option(
-        None,
-        "--passphrase-credential",
-        metavar="NAME",
-        help="Credential holding the --key passphrase.",
+    passphrase_credential: Optional[str] = passphrase_credential_option(
+        help="Credential holding the --key passphrase."
     ),
 ) -> None:
     """Exit non-zero when FILE expires within N days, does not match --key, or does not
@@ -276,22 +264,14 @@ def check(
 
 @cert_app.command("renew")
 def renew(
-    description: str = typer.Option(
-        ...,
-        "-c",
-        "--config",
-        metavar="FILE",
-        help="The app description (cpsysd.toml or /etc/cpsysd/NAME.toml).",
-    ),
-    force: bool = typer.Option(False, "--force", help="Renew even if the certificate is not due."),
+    config: Optional[Path] = config_option(),
+    force: bool = force_option(help="Renew even if the certificate is not due."),
     restart: bool = typer.Option(
         True,
         "--restart/--no-restart",
         help="Restart the app's service after renewing (default) so it loads the new files.",
     ),
-    user: bool = typer.Option(
-        False, "--user", help="The service runs under the user manager (systemctl --user)."
-    ),
+    user: bool = user_option(),
 ) -> None:
     """Re-issue the app's certificate (from [tls] ca_dir, or self-signed) for [tls] hosts when
     it expires within [tls] renew_days; run by NAME-cert-renew.timer. An encrypted key stays
@@ -300,7 +280,9 @@ def renew(
     from cpsysd.host import renew as renewing
 
     typer.echo(
-        renewing.renew_from_description(Path(description), force=force, restart=restart, user=user)
+        renewing.renew_from_description(
+            find_description(config), force=force, restart=restart, user=user
+        )
     )
 
 

@@ -6,18 +6,16 @@ from pathlib import Path
 
 import typer
 
+from cpsysd.cli.options import config_option, force_option, load_description
+
 
 def register(app: typer.Typer) -> None:
     """Add ``cpsysd debian`` to ``app``."""
 
     @app.command("debian")
     def debian(
-        config: Path = typer.Option(
-            Path("cpsysd.toml"),
-            "-c",
-            "--config",
-            help="The description the package installs (cpsysd.toml, or a pyproject.toml with "
-            "[tool.cpsysd]); it must set working_directory and python.",
+        config: Path = config_option(
+            note="The package installs it; it must set working_directory and python."
         ),
         output: Path = typer.Option(
             Path("debian"), "-o", "--output", help="The package's debian/ directory."
@@ -41,9 +39,7 @@ def register(app: typer.Typer) -> None:
             "--no-triggers",
             help="No dpkg trigger: do not rewrite units and restart when cpsysd is upgraded.",
         ),
-        force: bool = typer.Option(
-            False, "--force", help="Replace scripts in the output that cpsysd did not write."
-        ),
+        force: bool = force_option(help="Replace scripts in the output that cpsysd did not write."),
     ) -> None:
         """Write PACKAGE.postinst, .prerm, .postrm (with #DEBHELPER#) and .triggers.
 
@@ -52,10 +48,9 @@ def register(app: typer.Typer) -> None:
         prerm (remove): stop sockets and service. postrm: remove the units on remove; on
         purge also enable links, the TLS files it created and cpsysd's state of the app.
         """
-        from cpsysd.description.load import load_spec
         from cpsysd.targets.debian import DebianOptions, write_debian
 
-        spec = load_spec(config)
+        spec = load_description(config)
         options = DebianOptions(
             package=package or spec.name,
             description_path=description_path,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cpsysd.cli.options import config_option, load_description, user_option
+
 
 def register(app: typer.Typer) -> None:
     """Add ``restart`` and ``nginx`` to ``app``."""
@@ -13,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @app.command("restart")
     def restart(
         name: str = typer.Argument(..., help="The app's name (its units are NAME@*.service)."),
-        user: bool = typer.Option(False, "--user", help="The app runs in the user's manager."),
+        user: bool = user_option(),
     ) -> None:
         """Restart the app's instances one at a time, each READY before the next: no request
         is refused meanwhile (the sockets stay open in systemd)."""
@@ -24,9 +26,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("nginx")
     def nginx(
-        config: Path = typer.Option(
-            Path("cpsysd.toml"), "-c", "--config", help="The app description (with [nginx])."
-        ),
+        config: Path = config_option(note="It needs an [nginx] table."),
         output: str = typer.Option(
             "-", "-o", "--output", help="Where to write the site ('-' prints it)."
         ),
@@ -39,10 +39,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write an nginx site (upstream of the instances, server blocks, static files, TLS)
         to include from nginx's http{} context."""
-        from cpsysd.description.load import load_spec
         from cpsysd.targets.nginx import DEFAULT_LISTEN_HOSTS, render_site, write_site
 
-        text = render_site(load_spec(config), tuple(listen_host or DEFAULT_LISTEN_HOSTS))
+        text = render_site(load_description(config), tuple(listen_host or DEFAULT_LISTEN_HOSTS))
         if output == "-":
             typer.echo(text, nl=False)
             return

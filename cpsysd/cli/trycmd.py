@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from cpsysd.cli.options import config_option, load_description
 from cpsysd.errors import CpsysdError
 
 JOURNAL_LINES = 15
@@ -16,22 +17,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command("try")
     def try_command(
-        config: Path = typer.Option(
-            None,
-            "-c",
-            "--config",
-            help="The app's description (default: ./cpsysd.toml).",
-        ),
+        config: Path = config_option(),
     ) -> None:
         """Install and start the app under a real systemd, in an ephemeral container (needs
         root and Linux namespaces): socket activation, DynamicUser, the sandbox, the journal.
         The app gets the packages of the description's python; cpsysd is the one running here.
         Prints the status, the first journal lines, the first-request latency and the exposure
         score; nothing on this machine is changed."""
-        from cpsysd.description.load import load_spec
         from cpsysd.host.trying import service_units, try_app
 
-        spec = load_spec(config or Path("cpsysd.toml"))
+        spec = load_description(config)
         report = try_app(spec, progress=lambda line: typer.echo(f"try: {line}"))
         typer.echo(report.install_output.rstrip())
         if report.first_request_seconds is not None:

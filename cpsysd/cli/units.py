@@ -7,44 +7,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cpsysd.errors import CpsysdError, SpecError
+from cpsysd.cli.options import config_option, force_option, load_description, user_option
 
 if TYPE_CHECKING:
-    from cpsysd.description.load import AppSpec
     from cpsysd.host.install import InstallReport
-
-CONFIG_HELP = "The app description (cpsysd.toml, or a pyproject.toml with [tool.cpsysd])."
-
-
-def _find_description(name: str | None, config: Path | None) -> Path:
-    """-c FILE, else ./cpsysd.toml, else /etc/cpsysd/NAME.toml."""
-    if config is not None:
-        return config
-    local = Path("cpsysd.toml")
-    if local.exists():
-        return local
-    if name is not None:
-        system = Path("/etc/cpsysd") / f"{name}.toml"
-        if system.exists():
-            return system
-    where = f"./cpsysd.toml or /etc/cpsysd/{name}.toml" if name else "./cpsysd.toml"
-    raise CpsysdError(
-        f"no description found ({where})", "pass -c FILE, or create one with cpsysd init"
-    )
-
-
-def _load(name: str | None, config: Path | None) -> AppSpec:
-    from cpsysd.description.load import load_spec
-
-    path = _find_description(name, config)
-    spec = load_spec(path)
-    if name is not None and spec.name != name:
-        raise SpecError(
-            "name",
-            f"{path} describes {spec.name!r}, not {name!r}",
-            f"pass -c with {name}'s description",
-        )
-    return spec
 
 
 def register(app: typer.Typer) -> None:
@@ -90,9 +56,7 @@ def register(app: typer.Typer) -> None:
         tls_key: str = typer.Option(
             None, "--tls-key", help="Private key PEM file for TLS listeners."
         ),
-        force: bool = typer.Option(
-            False, "--force", help="Overwrite an existing description file."
-        ),
+        force: bool = force_option(help="Overwrite an existing description file."),
     ) -> None:
         """Write a commented cpsysd.toml describing an app."""
         from cpsysd.host.initfile import InitRequest, write_init
@@ -116,13 +80,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("generate")
     def generate(
-        config: Path = typer.Option(None, "-c", "--config", help=CONFIG_HELP),
+        config: Path = config_option(),
         output: str = typer.Option(
             ..., "-o", "--output", help="Directory for the unit files, or '-' to print them."
         ),
-        user: bool = typer.Option(
-            False, "--user", help="Units for a user manager (systemctl --user)."
-        ),
+        user: bool = user_option(),
         target: str = typer.Option(
             "systemd",
             "--target",
@@ -137,7 +99,7 @@ def register(app: typer.Typer) -> None:
         """Render NAME.service and NAME.socket (and any extras) into a directory."""
         from cpsysd.host.generating import generate_files
 
-        spec = _load(None, config)
+        spec = load_description(config)
         files = generate_files(
             spec, target=target, user_mode=user, description_path=description_path
         )
@@ -152,7 +114,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("verify")
     def verify(
-        config: Path = typer.Option(None, "-c", "--config", help=CONFIG_HELP),
+        config: Path = config_option(),
         max_exposure: float = typer.Option(
             None,
             "--max-exposure",
@@ -171,7 +133,7 @@ def register(app: typer.Typer) -> None:
         verify and security --offline."""
         from cpsysd.host.verify import verify_app
 
-        spec = _load(None, config)
+        spec = load_description(config)
         report = verify_app(spec, max_exposure, preflight=not no_preflight)
         if report.preflight is not None:
             typer.echo(
@@ -185,15 +147,8 @@ def register(app: typer.Typer) -> None:
     @app.command("install")
     def install(
         name: str = typer.Argument(..., help="The app's name (its description's name)."),
-        config: Path = typer.Option(
-            None,
-            "-c",
-            "--config",
-            help=CONFIG_HELP + " Default: ./cpsysd.toml, then /etc/cpsysd/NAME.toml.",
-        ),
-        user: bool = typer.Option(
-            False, "--user", help="Install for the calling user's manager (~/.config/systemd/user)."
-        ),
+        config: Path = config_option(by_name=True),
+        user: bool = user_option(),
         root: Path = typer.Option(
             None,
             "--root",
@@ -207,15 +162,13 @@ def register(app: typer.Typer) -> None:
         no_start: bool = typer.Option(
             False, "--no-start", help="Write and reload, but do not enable or start the sockets."
         ),
-        force: bool = typer.Option(
-            False, "--force", help="Replace unit files that cpsysd did not write."
-        ),
+        force: bool = force_option(help="Replace unit files that cpsysd did not write."),
     ) -> None:
         """Write the units, reload systemd and enable --now the sockets. Idempotent."""
         from cpsysd.host.install import InstallTarget
         from cpsysd.host.install import install as do_install
 
-        spec = _load(name, config)
+        spec = load_description(config, name)
         report = do_install(
             spec,
             InstallTarget(root=root, user=user, vendor=vendor, start=not no_start, force=force),
@@ -227,9 +180,7 @@ def register(app: typer.Typer) -> None:
     @app.command("uninstall")
     def uninstall(
         name: str = typer.Argument(..., help="The app's name."),
-        user: bool = typer.Option(
-            False, "--user", help="Uninstall from the calling user's manager."
-        ),
+        user: bool = user_option(),
         root: Path = typer.Option(
             None, "--root", help="Uninstall from this directory tree; calls no systemctl."
         ),
