@@ -34,6 +34,8 @@ def _value(value: Any) -> str:
         return _string(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_value(item) for item in value) + "]"
+    if isinstance(value, dict) and not value:
+        return "{}"
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{_string(k)} = {_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
