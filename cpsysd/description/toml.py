@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from typing import Any
 
@@ -16,6 +15,10 @@ HEADER = "# Written by cpsysd install from {source}; edit that file and run inst
 
 
 def _string(text: str) -> str:
+    # Imported here: `cpsysd --help` formats the init flags' defaults with this module, and
+    # json would be its only reason to load the decoder and encoder (about 2 ms).
+    import json
+
     # JSON string syntax is TOML basic-string syntax, except that TOML forbids a raw DEL.
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
