@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,9 +31,16 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str)
 
 
 @pytest.fixture
-def app_dir(tmp_path: Path) -> Path:
-    shutil.copy(EXAMPLE / "hello.py", tmp_path / "hello.py")
-    return tmp_path
+def app_dir() -> Iterator[Path]:
+    """The example app in a directory the service's user (and verify's import probe, which
+    runs as nobody under root) can enter; pytest's own tmp_path is 0700."""
+    path = Path(tempfile.mkdtemp(prefix="cpsysd-cli-", dir="/tmp"))
+    path.chmod(0o755)
+    shutil.copy(EXAMPLE / "hello.py", path / "hello.py")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
 
 
 def test_init_then_verify_then_generate(app_dir: Path) -> None:

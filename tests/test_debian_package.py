@@ -5,6 +5,7 @@ CherryPy 18.8, Jinja2 3.1, systemd-python 235)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -144,8 +145,15 @@ def test_console_script_and_every_command_help(unpacked: Path) -> None:
     assert script.read_text().startswith("#!/usr/bin/python3\n")
     top = _debian_python(unpacked, str(script), "--help")
     assert top.returncode == 0, top.stderr
+    # Plain Click help ("Commands:") or, where Debian's python3-rich is installed (ansible-lint
+    # pulls it in), Typer's rich panel ("╭─ Commands ─", rows "│ name  help").
+    section = re.split(r"Commands:|─ Commands ─", top.stdout)[1]
     commands = [
-        line.split()[0] for line in top.stdout.split("Commands:")[1].splitlines() if line.strip()
+        match.group(1)
+        for match in (
+            re.match(r"(?:│ |  )([a-z][a-z-]*) {2,}\S", line) for line in section.splitlines()
+        )
+        if match
     ]
     assert {"install", "generate", "debian"} <= set(commands)
     for command in commands:

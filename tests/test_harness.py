@@ -21,6 +21,7 @@ from cpsysd.errors import HarnessError
 from cpsysd.harness import container as harness
 from cpsysd.harness.container import BootError, Container, ContainerCommandError
 from cpsysd.harness.host import CGROUP_PREFIX, cgroup2_root, mounts_under, reap_stale
+from cpsysd.harness.provision import provision
 
 pytestmark = [
     pytest.mark.e2e,
@@ -160,7 +161,7 @@ def test_copy_in_and_users(tmp_path: Path) -> None:
 
 def test_provisioned_cpsysd_runs_under_dynamic_user() -> None:
     with Container() as box:
-        python = box.provision_cpsysd()
+        python = provision(box)
         probe = (
             "import os, cpsysd.render.common, cherrypy, systemd.daemon; "
             "print(os.getuid(), cpsysd.render.common._templates_dir())"

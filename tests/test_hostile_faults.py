@@ -213,7 +213,7 @@ def test_full_disk_is_one_line_and_keeps_the_old_units(tmp_path: Path) -> None:
         finally:
             os.close(fd)
         description = tmp_path / "new.toml"
-        description.write_text(NEW.replace("second version", "x" * 20000))
+        description.write_text(NEW.replace("second version", "x" * 4000))  # TEXT_MAX is 4096
         result = subprocess.run(
             command("install", root, description), capture_output=True, text=True, check=False
         )

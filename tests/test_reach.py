@@ -17,7 +17,7 @@ import pytest
 
 from cpsysd.description.load import AppSpec, parse_spec
 from cpsysd.errors import InstallError
-from cpsysd.host.reach import check_reachable, unreachable
+from cpsysd.host.reach import check_reachable, unreachable, writable_by_others
 
 NOBODY = 65534  # nobody:nogroup on Debian
 
@@ -172,3 +172,26 @@ def test_install_refuses_before_writing(base: Path) -> None:
         f"cpsysd: error: the service's DynamicUser cannot use the working directory {app} "
     )
     assert "chmod o+rx" in result.stderr
+
+
+def test_app_paths_others_could_change_are_named(base: Path) -> None:
+    """install runs the interpreter as root: its tree must belong to root or the service's
+    own user. A root-owned sticky directory (/tmp, and here base) is no way in."""
+    app = app_dir(base)
+    base.chmod(0o1777)
+    assert writable_by_others(spec_for(app)) == []
+    os.chown(app, 0, NOBODY)
+    app.chmod(0o775)
+    assert writable_by_others(spec_for(app)) == [
+        f"{app} is writable by group {NOBODY} (mode rwxrwxr-x), "
+        "and install runs the app's interpreter as root"
+    ]
+    assert writable_by_others(spec_for(app, user="nobody")) == []  # its own primary group
+    app.chmod(0o755)
+    os.chown(app, NOBODY, NOBODY)
+    assert writable_by_others(spec_for(app, user="nobody")) == []  # its own app
+    (problem,) = writable_by_others(spec_for(app))
+    assert problem.startswith(f"{app} is owned by uid {NOBODY}, ")
+    with pytest.raises(InstallError) as caught:
+        check_reachable(spec_for(app))
+    assert "make it owned by root and not writable by group or others" in caught.value.one_line()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -38,7 +39,7 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
     debug: bool = typer.Option(
-        False, "--debug", help="Show tracebacks on errors (also CPSYSD_DEBUG=1)."
+        False, "--debug", help="Show tracebacks and the commands run (also CPSYSD_DEBUG=1)."
     ),
 ) -> None:
     """Options that apply to every command."""
@@ -58,8 +59,22 @@ def fail(message: str) -> int:
     return 1
 
 
+def _show_commands() -> None:
+    """With --debug, every command cpsysd runs (cpsysd.host.run logs it) goes to stderr."""
+    logger = logging.getLogger("cpsysd.command")
+    if any(handler.get_name() == "cpsysd-debug" for handler in logger.handlers):
+        return  # run() called again in this process (tests)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name("cpsysd-debug")
+    handler.setFormatter(logging.Formatter("cpsysd: debug: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+
+
 def run(argv: list[str], debug: bool = False) -> int:
     """Run the command line ``argv``; return the process exit code."""
+    if debug:
+        _show_commands()
     _register()
     command = typer.main.get_command(app)
     try:

@@ -151,12 +151,25 @@ def register(app: typer.Typer) -> None:
             help="Fail above this systemd-analyze security score "
             "(default 0.3 without network, 0.9 with it).",
         ),
+        no_preflight: bool = typer.Option(
+            False,
+            "--no-preflight",
+            help="Check only the units, not that the app starts (importing it with its python, "
+            "reading its config and TLS files): for units verified on another machine than the "
+            "one they will run on, where the app and its files are not.",
+        ),
     ) -> None:
-        """Check the generated units with systemd-analyze verify and security --offline."""
-        from cpsysd.host.verify import verify_units
+        """Prove the app starts (preflight), then check the generated units with systemd-analyze
+        verify and security --offline."""
+        from cpsysd.host.verify import verify_app
 
         spec = _load(None, config)
-        report = verify_units(spec, max_exposure)
+        report = verify_app(spec, max_exposure, preflight=not no_preflight)
+        if report.preflight is not None:
+            typer.echo(
+                f"preflight: {spec.entry} imports as a {report.preflight.kind} app "
+                f"({report.preflight.imported_as}, {spec.python})"
+            )
         for unit, score in report.exposures.items():
             typer.echo(f"{unit}: verified, exposure {score:.1f}")
         typer.echo(f"exposure {report.exposure:.1f}")

@@ -4,6 +4,7 @@ Used by :func:`cpsysd.description.load.parse_spec`."""
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -12,6 +13,7 @@ from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
 from cpsysd import escape
+from cpsysd.description.bounds import check_text_length
 from cpsysd.description.model import Listener
 from cpsysd.errors import CpsysdError, SpecError
 
@@ -59,6 +61,7 @@ def _typed(fieldname: str, value: object, kind: type | tuple[type, ...], what: s
 
 def _text(fieldname: str, value: object) -> str:
     text: str = _typed(fieldname, value, str, "a string")
+    check_text_length(fieldname, text)
     try:
         escape.unit_value(text)
     except ValueError as err:
@@ -289,6 +292,7 @@ def _environment(fieldname: str, value: object) -> tuple[tuple[str, str], ...]:
                 "use letters, digits and '_', not starting with a digit",
             )
         text = _typed(f"{fieldname}.{key}", item, str, "a string")
+        check_text_length(f"{fieldname}.{key}", text)
         try:
             escape.check_text(text)
         except ValueError as err:
@@ -329,7 +333,8 @@ def _no_unknown(fieldname: str, table: Mapping[str, object], known: set[str]) ->
     for key in table:
         if key not in known:
             where = f"{fieldname}.{key}" if fieldname else key
-            close = [k for k in sorted(known) if k[:3] == key[:3]]
+            # Typos (wokers, lisen, pyhton) keep most letters, not the first three.
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
             hint = (
                 f"did you mean {close[0]!r}?"
                 if close

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cpsysd.description.bounds import read_description
 from cpsysd.description.checks import (
     SUN_PATH_MAX,
     UNIT_NAME_MAX,
@@ -159,15 +160,13 @@ def load_spec(path: str | Path) -> AppSpec:
     """Read and validate a ``cpsysd.toml``, or the ``[tool.cpsysd]`` table of a pyproject.toml."""
     file = Path(path)
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_description(file))
     except FileNotFoundError:
         raise SpecError(
             str(file),
             "no such file",
             "create one with: cpsysd init --name NAME --entry MODULE:OBJECT",
         ) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError(str(file), f"cannot read: {err}") from None
     except tomllib.TOMLDecodeError as err:
         raise SpecError(str(file), f"invalid TOML: {err}") from None
     if file.name == "pyproject.toml":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import re
 import shlex
-import subprocess
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +19,8 @@ from pathlib import Path, PurePosixPath
 
 from cpsysd.errors import CommandError, HarnessError
 from cpsysd.harness import init as harness_init
-from cpsysd.harness.process import capture, stream_tar
+from cpsysd.harness.process import stream_tar
+from cpsysd.host.run import CompletedProcess, capture
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 INSIDE_ENV = {
@@ -120,18 +120,19 @@ class ContainerCommands:
         timeout: float = 120,
         env: dict[str, str] | None = None,
         user: str | None = None,
-    ) -> subprocess.CompletedProcess[str]:
+    ) -> CompletedProcess[str]:
         """Run ``argv`` inside the container (as root, or as ``user``) and capture its output.
         With ``check``, a non-zero exit raises :class:`ContainerCommandError`; a timeout always
         does (the command and its children are killed)."""
-        status, out, err = capture(self.enter_argv(env, user) + list(argv), input, timeout)
+        result = capture(self.enter_argv(env, user) + list(argv), input_text=input, timeout=timeout)
+        status, out, err = result.status, result.stdout, result.stderr
         if status is None:
             raise ContainerCommandError(argv, None, out, err, f"timed out after {timeout:g} s")
         if check and status != 0:
             raise ContainerCommandError(argv, status, out, err, f"exited with status {status}")
-        return subprocess.CompletedProcess(argv, status, out, err)
+        return CompletedProcess(argv, status, out, err)
 
-    def sh(self, script: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    def sh(self, script: str, **kw: object) -> CompletedProcess[str]:
         """Run a bash script inside; keywords as for :meth:`run`."""
         return self.run(["bash", "-c", script], **kw)  # type: ignore[arg-type]
 
@@ -174,7 +175,8 @@ class ContainerCommands:
         status, message = stream_tar(command, fill, timeout)
         if status != 0:
             where = f"{directory} in container {self.name}"
-            raise HarnessError(f"copying into {where} failed: {message or f'status {status}'}")
+            why = f"status {status}" if status is not None else f"timed out after {timeout:g} s"
+            raise HarnessError(f"copying into {where} failed: {message or why}")
 
     def copy_in(
         self, host_path: str | Path, container_path: str, *, exclude: Iterable[str] = ()

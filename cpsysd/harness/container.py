@@ -13,7 +13,8 @@ The stages that build the root and become systemd are in :mod:`cpsysd.harness.in
 This module boots and tears down. Commands, files and the journal of the running container
 are in :mod:`cpsysd.harness.commands` (every command entered drops the capabilities PID 1
 dropped, setpriv(1)); what the host must offer, and what a container may leave on it, in
-:mod:`cpsysd.harness.host`; signals and subprocesses in :mod:`cpsysd.harness.process`.
+:mod:`cpsysd.harness.host`; signals and the tar stream in :mod:`cpsysd.harness.process`,
+processes start through :mod:`cpsysd.host.run`.
 
 Teardown kills the pid namespace's PID 1 (which kills everything in it), removes the cgroup
 and the scratch directory under :data:`BASE`, and checks that no mount is left; it also runs on
@@ -31,7 +32,6 @@ import re
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -56,6 +56,7 @@ from cpsysd.harness.host import (
     remove_cgroup,
 )
 from cpsysd.harness.process import arm_signals, disarm_signals, signals_deferred
+from cpsysd.host.run import Process, spawn, wait
 
 __all__ = ["BASE", "BootError", "Container", "ContainerCommandError", "available", "leftovers"]
 
@@ -123,7 +124,7 @@ class Container(ContainerCommands):
         self.boot_seconds = 0.0
         self.boot_state = ""
         self._cgroup: Path | None = None
-        self._launcher: subprocess.Popen[bytes] | None = None
+        self._launcher: Process[bytes] | None = None
         self._console: ConsoleRecorder | None = None
         self._console_text = ""
         self._state = "new"
@@ -216,9 +217,7 @@ class Container(ContainerCommands):
             str(me),
         ]
         tty = self._console.terminal
-        self._launcher = subprocess.Popen(
-            argv, stdin=tty, stdout=tty, stderr=tty, start_new_session=True
-        )
+        self._launcher = spawn(argv, stdin=tty, stdout=tty, stderr=tty, new_session=True)
         self._console.started()
         (self.scratch / "launcher.pid").write_text(f"{self._launcher.pid}\n")
 
@@ -312,11 +311,9 @@ class Container(ContainerCommands):
         if launcher is not None:
             if self.pid1 == 0:
                 launcher.kill()  # unshare --kill-child takes its child along
-            try:
-                launcher.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            if wait(launcher, 10) is None:
                 launcher.kill()
-                launcher.wait(timeout=10)
+                wait(launcher, 10)
         if self._console is not None:
             self._console.close()
         with contextlib.suppress(OSError):
@@ -347,10 +344,3 @@ class Container(ContainerCommands):
         with contextlib.suppress(OSError):
             return self._read_console()
         return self._console_text
-
-    def provision_cpsysd(self) -> str:
-        """Make this cpsysd and its dependencies runnable by hardened (DynamicUser) services
-        inside; returns the interpreter path. See :mod:`cpsysd.harness.provision`."""
-        from cpsysd.harness.provision import provision
-
-        return provision(self)

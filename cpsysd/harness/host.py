@@ -9,10 +9,12 @@ import os
 import select
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
+
+from cpsysd.errors import CommandError
+from cpsysd.host.run import capture
 
 BASE = Path(os.environ.get("CPSYSD_HARNESS_BASE", "/var/lib/cpsysd-harness"))
 CGROUP_PREFIX = "cpsysd-harness-"
@@ -112,9 +114,13 @@ def available() -> str | None:
         "-c",
         probe,
     ]
-    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
-    if result.returncode != 0:
+    try:
+        result = capture(argv, timeout=30)
+    except CommandError as err:
+        return f"cannot create namespaces with an overlay root here: {err.message}"
+    if result.status != 0:
         why = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
+        why = why if result.status is not None else "unshare did not finish within 30 s"
         return f"cannot create namespaces with an overlay root here: {why}"
     return None
 

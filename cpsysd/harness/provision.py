@@ -26,14 +26,14 @@ import dataclasses
 import importlib.metadata as metadata
 import json
 import re
-import subprocess
 import sys
 import tarfile
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import cpsysd
-from cpsysd.errors import HarnessError, SpecError
+from cpsysd.errors import CommandError, HarnessError, SpecError
+from cpsysd.host.run import capture
 
 if TYPE_CHECKING:
     from cpsysd.harness.container import Container
@@ -216,20 +216,18 @@ def ask_interpreter(python: str) -> AppInterpreter:
     if not Path(python).exists():
         raise SpecError("python", f"{python} does not exist on this host", _FIX_PYTHON)
     try:
-        result = subprocess.run(
-            [python, "-I", "-c", _ASK_PATH], capture_output=True, text=True, timeout=60
-        )
-    except OSError as err:
-        raise SpecError("python", f"cannot run {python}: {err.strerror}", _FIX_PYTHON) from err
-    except subprocess.TimeoutExpired as err:
-        raise SpecError("python", f"{python} did not answer within 60 s", _FIX_PYTHON) from err
+        result = capture([python, "-I", "-c", _ASK_PATH], timeout=60)
+    except CommandError as err:
+        raise SpecError("python", err.message, _FIX_PYTHON) from err
+    if result.status is None:
+        raise SpecError("python", f"{python} did not answer within 60 s", _FIX_PYTHON)
     try:
         version, paths = json.loads(result.stdout)
-        answered = result.returncode == 0 and isinstance(paths, list)
+        answered = result.status == 0 and isinstance(paths, list)
     except (ValueError, TypeError):  # not JSON, or not a pair
         answered = False
     if not answered:
-        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+        lines = result.stderr.strip().splitlines() or [f"exit status {result.status}"]
         raise SpecError("python", f"{python} did not list its packages: {lines[-1]}", _FIX_PYTHON)
     found: dict[str, metadata.Distribution] = {}
     for dist in metadata.distributions(path=[p for p in paths if isinstance(p, str) and p]):

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.machinery
+import os
+import sys
 import tomllib
 from pathlib import Path
 
@@ -31,7 +34,15 @@ def _check_module(entry: str, workdir: Path) -> None:
 
 
 def write_init(request: InitRequest, output: Path | None, *, force: bool = False) -> str:
-    """Validate, then write the description to ``output`` (None: only return the text)."""
+    """Validate, then write the description to ``output`` (None: only return the text).
+
+    Without ``--python`` the description names this interpreter, the one that found the app,
+    by its absolute path. Left out, ``python`` would default to whichever interpreter runs the
+    cpsysd that reads the description later (a root-owned system cpsysd, say), which may not
+    have the app's dependencies at all. The path is not resolved: a virtualenv's ``bin/python``
+    is a symlink whose target lacks the virtualenv's packages."""
+    if request.python is None:
+        request = dataclasses.replace(request, python=os.path.abspath(sys.executable))
     text = render_init(request)
     base = output.resolve().parent if output else Path.cwd()
     spec = parse_spec(tomllib.loads(text), str(base))

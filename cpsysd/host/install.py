@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from cpsysd import escape
 from cpsysd.description.load import AppSpec
 from cpsysd.description.toml import spec_to_toml
-from cpsysd.errors import InstallError
-from cpsysd.host import fsutil
+from cpsysd.errors import CpsysdError, InstallError
+from cpsysd.host import fsutil, manifests
+from cpsysd.host.preflight import check_preflight
 from cpsysd.host.reach import check_reachable
 from cpsysd.host.run import run_command, systemctl, systemd_running
 from cpsysd.render.common import MARKER
@@ -40,6 +42,9 @@ SYSTEM_UNIT_DIR = PurePosixPath("/etc/systemd/system")
 VENDOR_UNIT_DIR = PurePosixPath("/lib/systemd/system")
 SYSTEM_STATE_DIR = PurePosixPath("/var/lib/cpsysd")
 MANIFEST_FORMAT = 1
+# cpsysd's own files are a few KiB: a larger one, or a FIFO or device planted in their place,
+# is refused before it is read (a symlink to /dev/zero would fill the memory, a FIFO block).
+FILE_READ_MAX = 1 << 20
 
 
 def _home() -> PurePosixPath:
@@ -72,7 +77,7 @@ class InstallTarget:
 
     def on_disk(self, live: PurePosixPath) -> Path:
         """Where a path of the running system is in this target's file tree."""
-        return self.root / live.relative_to("/") if self.root else Path(live)
+        return fsutil.resolve_in_root(self.root, live) if self.root else Path(live)
 
     def manager_reachable(self) -> bool:
         """Whether to call systemctl: never with --root; otherwise only if the manager runs."""
@@ -109,26 +114,37 @@ def _paths(name: str, target: InstallTarget) -> tuple[Path, Path]:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(fsutil.read_regular_file(path, FILE_READ_MAX))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as err:
+    except CpsysdError as err:
+        raise InstallError(err.message, "remove it and install again") from None
+    except ValueError as err:
         raise InstallError(f"{path} is unreadable: {err}", "remove it and install again") from None
     if not isinstance(data, dict):
         raise InstallError(f"{path} is not a cpsysd manifest", "remove it and install again")
     return data
 
 
+def _allowed(name: str, target: InstallTarget) -> manifests.AppFiles:
+    units = {target.unit_dir()} | (set() if target.user else {SYSTEM_UNIT_DIR, VENDOR_UNIT_DIR})
+    return manifests.AppFiles(name, frozenset(units), target.state_dir() / f"{name}.toml")
+
+
 def read_manifest(name: str, target: InstallTarget) -> dict[str, Any] | None:
     """The manifest of an installed app (after completing an interrupted transaction)."""
     recover(name, target)
-    return _read_json(_paths(name, target)[0])
+    manifest = _paths(name, target)[0]
+    data = _read_json(manifest)
+    if data is not None:
+        manifests.check_manifest(_allowed(name, target), data, manifest)
+    return data
 
 
 def _apply(target: InstallTarget, journal: dict[str, Any], manifest: Path, pending: Path) -> None:
     for live in journal["writes"]:
         disk = target.on_disk(PurePosixPath(live))
-        if fsutil.temp_path(disk).exists():
+        if os.path.lexists(fsutil.temp_path(disk)):
             fsutil.commit(disk)
     for live in journal["removes"]:
         fsutil.remove(target.on_disk(PurePosixPath(live)))
@@ -145,6 +161,7 @@ def recover(name: str, target: InstallTarget) -> bool:
     journal = _read_json(pending)
     if journal is None:
         return False
+    manifests.check_journal(_allowed(name, target), journal, pending)
     _apply(target, journal, manifest, pending)
     return True
 
@@ -168,10 +185,20 @@ def _transaction(
     _apply(target, journal, manifest, pending)
 
 
-def _is_ours(disk: Path, recorded: dict[str, str]) -> bool:
+def _current(disk: Path) -> bytes | None:
+    """The content of ``disk``, None if it does not exist; a symlink, FIFO, device or huge file
+    in its place reads as b"\\0" (never cpsysd's) without being opened for long."""
     try:
-        data = disk.read_bytes()
+        return fsutil.read_regular_file(disk, FILE_READ_MAX)
     except FileNotFoundError:
+        return None if not os.path.lexists(disk) else b"\0"
+    except CpsysdError:
+        return b"\0"
+
+
+def _is_ours(disk: Path, recorded: dict[str, str]) -> bool:
+    data = _current(disk)
+    if data is None:
         return True
     return (
         _sha256(data) == recorded.get(str(disk))
@@ -183,13 +210,16 @@ def _is_ours(disk: Path, recorded: dict[str, str]) -> bool:
 def _precompile(spec: AppSpec, report: InstallReport) -> None:
     """Byte-compile the app with its own interpreter now, as the installing user: the service
     runs under ProtectSystem=strict and cannot write __pycache__, so without this every start
-    would compile the app's modules again."""
+    would compile the app's modules again. compileall only compiles, it imports nothing of the
+    app; ``-I -S`` keep the virtualenv's ``.pth`` files and sitecustomize from running too."""
     if not Path(spec.python).exists():
         report.notes.append(f"{spec.python} does not exist yet: the app was not byte-compiled")
         return
     result = run_command(
         [
             spec.python,
+            "-I",  # isolated: no PYTHON* variables, no user site, not the cwd on sys.path
+            "-S",  # no site: the virtualenv's .pth files are code, and this runs as root
             "-m",
             "compileall",
             "-q",
@@ -216,9 +246,12 @@ def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
 
     if target.root is None and not target.user:
         check_reachable(spec)  # a unit that could never start is refused before any write
+    if target.root is None:
+        # With --root the units are for an image or package: the app is not on this machine.
+        check_preflight(spec)
     for live in files:  # refuse before writing anything
         disk = target.on_disk(live)
-        if disk.exists() and not target.force and not _is_ours(disk, {}):
+        if os.path.lexists(disk) and not target.force and not _is_ours(disk, {}):
             raise InstallError(
                 f"{disk} exists and was not written by cpsysd",
                 "move it away, or pass --force to replace it",
@@ -226,7 +259,7 @@ def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
     writes = {}
     for live, data in files.items():
         disk = target.on_disk(live)
-        current = disk.read_bytes() if disk.exists() else None
+        current = _current(disk)
         (report.unchanged if current == data else report.written).append(str(disk))
         if current != data:
             writes[live] = data
@@ -294,6 +327,11 @@ def _prune_empty(target: InstallTarget) -> None:
 def uninstall(name: str, target: InstallTarget) -> InstallReport:
     """Stop, disable and remove exactly what :func:`install` wrote for ``name``."""
     report = InstallReport()
+    try:
+        escape.check_unit_stem(name)
+    except ValueError as err:
+        hint = "give the app's name, as in its cpsysd.toml"
+        raise InstallError(f"{name!r} {err}", hint) from None
     old = read_manifest(name, target)
     manifest_path = _paths(name, target)[0]
     if old is None:
@@ -308,7 +346,7 @@ def uninstall(name: str, target: InstallTarget) -> InstallReport:
     removes = []
     for live, digest in old["files"].items():
         disk = target.on_disk(PurePosixPath(live))
-        if not disk.exists():
+        if not os.path.lexists(disk):
             continue
         if _is_ours(disk, {str(disk): digest}):
             removes.append(PurePosixPath(live))

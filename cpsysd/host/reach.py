@@ -15,10 +15,18 @@ Two causes are common and can be told exactly before installing:
 
 TLS files and the EnvironmentFile are not checked: systemd reads those as root, before the
 sandbox exists (LoadCredential=, EnvironmentFile=).
+
+A third check protects root rather than the service: ``install`` runs the app's interpreter as
+root to byte-compile it. Isolated from ``site`` (``-I -S``) it executes no ``.pth`` file, but the
+interpreter binary, the virtualenv's ``pyvenv.cfg`` (its ``home =`` picks the standard library
+that runs) and the directories holding them still decide what runs. So none of them, nor the
+working directory, may be writable by anyone but root or the service's own named user:
+:func:`writable_by_others`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
@@ -137,10 +145,81 @@ def unreachable(spec: AppSpec) -> list[str]:
     return problems
 
 
+def _trusted_ids(spec: AppSpec) -> tuple[set[int], set[int]]:
+    """Owners and groups that may write the app's files: root, and a named service user (who
+    may change its own app anyway) with its primary group."""
+    uids, gids = {0}, {0}
+    if spec.user is not None:
+        try:
+            account = pwd.getpwnam(spec.user)
+        except KeyError:
+            return uids, gids
+        uids.add(account.pw_uid)
+        gids.add(account.pw_gid)
+    return uids, gids
+
+
+def _venv_files(python: str) -> list[str]:
+    """The files of the virtualenv ``python`` lives in that steer what it runs: its root,
+    pyvenv.cfg and site-packages directories (where ``.pth`` files are found, site(7))."""
+    root = os.path.dirname(os.path.dirname(python))
+    config = os.path.join(root, "pyvenv.cfg")
+    if not os.path.isfile(config):
+        return []
+    found = [root, config]
+    for lib in (os.path.join(root, "lib"), os.path.join(root, "lib64")):
+        with contextlib.suppress(OSError):
+            found += [os.path.join(lib, name, "site-packages") for name in sorted(os.listdir(lib))]
+    return found
+
+
+def writable_by_others(spec: AppSpec) -> list[str]:
+    """Each path among the working directory, the interpreter (its link and its target), the
+    virtualenv's and all their parent directories that someone other than root or the service's
+    named user could change. A root-owned sticky directory (/tmp) counts as safe: others cannot
+    rename what is in it. Paths that do not exist (yet) are not judged."""
+    uids, gids = _trusted_ids(spec)
+    paths = [spec.working_directory, spec.python, os.path.realpath(spec.python)]
+    paths += _venv_files(spec.python)
+    seen: set[str] = set()
+    problems = []
+    for path in paths:
+        for each in [*reversed(PurePosixPath(path).parents), PurePosixPath(path)]:
+            if str(each) in seen:
+                continue
+            seen.add(str(each))
+            try:
+                info = os.lstat(each)
+            except OSError:
+                continue
+            mode = info.st_mode
+            if stat.S_ISLNK(mode):  # a link's own mode means nothing; its directory's does
+                continue
+            if info.st_uid not in uids:
+                why = f"owned by uid {info.st_uid}"
+            elif mode & stat.S_IWOTH and not (mode & stat.S_ISVTX and info.st_uid == 0):
+                why = f"writable by others (mode {stat.filemode(mode)[1:]})"
+            elif mode & stat.S_IWGRP and info.st_gid not in gids:
+                why = f"writable by group {info.st_gid} (mode {stat.filemode(mode)[1:]})"
+            else:
+                continue
+            problems.append(f"{each} is {why}, and install runs the app's interpreter as root")
+    return problems
+
+
 def check_reachable(spec: AppSpec) -> None:
-    """Raise InstallError naming the first path the system service of ``spec`` cannot use."""
+    """Raise InstallError naming the first path the system service of ``spec`` cannot use, or
+    the first one that others could change under root's feet (:func:`writable_by_others`)."""
     problems = unreachable(spec)
     if not problems:
+        unsafe = writable_by_others(spec)
+        if unsafe:
+            owner = "root" if spec.user is None else f"root or {spec.user}"
+            more = f" (and {len(unsafe) - 1} more)" if len(unsafe) > 1 else ""
+            raise InstallError(
+                unsafe[0] + more,
+                f"make it owned by {owner} and not writable by group or others (chown, chmod go-w)",
+            )
         return
     first = problems[0]
     if "ProtectHome" in first:

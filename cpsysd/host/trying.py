@@ -29,6 +29,7 @@ from cpsysd.errors import ERROR_PREFIX, HarnessError
 from cpsysd.harness.commands import ContainerCommandError
 from cpsysd.harness.container import Container, available, leftovers
 from cpsysd.harness.provision import AppInterpreter, Provisioned, ask_interpreter, provision_venv
+from cpsysd.host.preflight import check_preflight
 from cpsysd.render.workers import service_template_name
 
 CONTAINER_DESCRIPTION_DIR = "/etc/cpsysd"
@@ -161,13 +162,15 @@ def provision_lines(app: AppInterpreter, provisioned: Provisioned) -> list[str]:
 
 def try_app(spec: AppSpec, progress: Callable[[str], None] = lambda _: None) -> TryReport:
     """Run ``spec``'s app under a real systemd in an ephemeral container; see the module doc.
-    Raises HarnessError when the container cannot be used at all, SpecError when the app's
-    interpreter cannot say which packages it has; problems of the app itself
-    are in the returned report (``problem``), with the status and journal that explain them."""
+    Raises HarnessError when the container cannot be used at all, SpecError when the preflight
+    finds that the app cannot start or its interpreter cannot say which packages it has;
+    problems seen under systemd are in the returned report (``problem``), with the status and
+    journal that explain them."""
     reason = available()
     if reason:
         raise HarnessError(f"cpsysd try cannot run here: {reason}")
-    app = ask_interpreter(spec.python)  # before booting: a missing interpreter fails at once
+    check_preflight(spec, copied=True)  # an app that cannot start: said before anything boots
+    app = ask_interpreter(spec.python)
     report = TryReport(spec.name)
     box = Container(f"try-{spec.name[:24]}-{os.getpid()}")
     progress("booting systemd in an ephemeral container")

@@ -1,4 +1,5 @@
-"""``cpsysd verify``: check generated units with systemd's own tools.
+"""``cpsysd verify``: prove the app will start (:mod:`cpsysd.host.preflight`) and check the
+generated units with systemd's own tools.
 
 ``systemd-analyze verify`` exits 0 on unknown keys and bad values and only warns on stderr
 (FINDINGS.md), so any stderr output counts as a failure. ``systemd-analyze security
@@ -7,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from cpsysd.description.load import AppSpec, Hardening
 from cpsysd.errors import VerifyError
+from cpsysd.host.preflight import PreflightReport, check_preflight
 from cpsysd.host.run import run_command
 from cpsysd.render.units import RenderOptions, render_units
 
@@ -27,10 +30,12 @@ HELPER_THRESHOLD = 1.0
 @dataclass(frozen=True)
 class VerifyReport:
     """The exposure score of each service unit (``{unit: score}``); ``exposure`` is the worst
-    score among the app's own services (NAME.service or NAME@1.service)."""
+    score among the app's own services (NAME.service or NAME@1.service); ``preflight`` what
+    the preflight found (None when it was skipped)."""
 
     exposures: dict[str, float]
     app_units: tuple[str, ...]
+    preflight: PreflightReport | None = None
 
     @property
     def exposure(self) -> float:
@@ -124,3 +129,13 @@ def verify_units(
             'keep hardening = "strict" and network = false where possible, or raise --max-exposure',
         )
     return report
+
+
+def verify_app(
+    spec: AppSpec, threshold: float | None = None, *, preflight: bool = True
+) -> VerifyReport:
+    """``cpsysd verify``: the preflight first (the app imports, its files are there), then the
+    units. ``preflight=False`` checks only the units, for a machine that is not the one they
+    will run on."""
+    found = check_preflight(spec) if preflight else None
+    return dataclasses.replace(verify_units(spec, threshold), preflight=found)

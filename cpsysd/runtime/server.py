@@ -23,13 +23,14 @@ import time
 from typing import Any
 
 import cherrypy
-from cheroot import connections
 from cheroot.makefile import MakeFile
 from cheroot.server import _STOPPING_FOR_INTERRUPT, HTTPConnection  # type: ignore[attr-defined]
 from cheroot.workers import threadpool
 from cherrypy._cpserver import Server
 from cherrypy._cpwsgi_server import CPWSGIServer
 
+from cpsysd.runtime.accepting import BackoffConnections
+from cpsysd.runtime.framing import MAX_HEADER_COUNT, GuardedRequest
 from cpsysd.runtime.listeners import Binding
 
 # CherryPy `server.*` settings copied from cherrypy.server (where the app's [global] config puts
@@ -45,11 +46,19 @@ TUNABLES = (
     "thread_pool_max",
     "max_request_header_size",
     "max_request_body_size",
+    "max_request_header_count",  # cpsysd's own: header fields per request (framing.py)
     "statistics",
     "wsgi_version",
     "peercreds",
     "peercreds_resolve",
 )
+# Where the app's config does not set them. CherryPy's body limit is 100 MiB, and a 100 MB
+# urlencoded upload was measured to cost 280-350 MiB of RSS; 10 MiB is the generated nginx
+# site's client_max_body_size, so the two agree.
+DEFAULTS: dict[str, int] = {
+    "max_request_body_size": 10 * 1024 * 1024,
+    "max_request_header_count": MAX_HEADER_COUNT,
+}
 _V4_MAPPED = "::ffff:"
 
 
@@ -63,6 +72,8 @@ class _Connection(HTTPConnection):
 
     def __init__(self, server: Any, sock: socket.socket, makefile: Any = MakeFile) -> None:
         super().__init__(server, sock, makefile)
+        # Per instance: CherryPy's CPWSGIServer.__init__ sets the class attribute to its own.
+        self.RequestHandlerClass = GuardedRequest
         if sock.family != socket.AF_UNIX:
             # The listener's TCP_NODELAY reaches only connections established after it was
             # set: the very connection that made systemd start us (queued while we started)
@@ -178,7 +189,7 @@ class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
         # As cheroot does: accept() in the selector thread never blocks for long. Note that
         # O_NONBLOCK is shared with systemd's copy of the socket, which systemd does not mind.
         self.socket.settimeout(1)
-        self._connections = connections.ConnectionManager(self)
+        self._connections = BackoffConnections(self)
         self.requests.start()
         self.ready = True
         self._start_time = time.time()
@@ -240,7 +251,8 @@ class ListenerServer(Server):  # type: ignore[misc]
         super().__init__()
         template = template if template is not None else cherrypy.server
         for name in TUNABLES:
-            setattr(self, name, getattr(template, name))
+            configured = f"server.{name}" in cherrypy.config or name not in DEFAULTS
+            setattr(self, name, getattr(template, name) if configured else DEFAULTS[name])
         self.binding = binding
         sockname = binding.sock.getsockname()
         self.bind_addr = (

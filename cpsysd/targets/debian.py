@@ -22,6 +22,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath
 
+from cpsysd.description.bounds import read_description
 from cpsysd.description.load import AppSpec, check_path
 from cpsysd.errors import CpsysdError, SpecError
 from cpsysd.host import fsutil
@@ -65,7 +66,7 @@ def _check_package_description(spec: AppSpec) -> None:
     if spec.source is None:
         return
     try:
-        table = tomllib.loads(Path(spec.source).read_text(encoding="utf-8"))
+        table = tomllib.loads(read_description(Path(spec.source)))
     except (OSError, ValueError):
         return  # load_spec read it a moment ago; nothing more to check
     if Path(spec.source).name == "pyproject.toml":

@@ -1,11 +1,11 @@
 """Key and certificate files on disk: safe writes, passphrases, the local CA directory.
 
 Every operation checks all of its input (paths, host names, key type, validity, passphrases,
-existing files) before it creates a key, and writes nothing unless everything succeeded:
-each file is staged in its own directory with ``os.open(O_CREAT | O_EXCL | O_WRONLY, mode)``
-(a private key is mode 0600 from its first byte, never written then chmod-ed), fsync-ed, and
-only then published. Without ``force`` a file is published with link(2), which fails instead
-of replacing a file that appeared meanwhile; with ``force`` with rename(2), atomically. Key
+existing files) before it creates a key, and writes nothing unless everything succeeded: each
+file is staged in its own directory by :func:`cpsysd.host.fsutil.stage_unique` (a private key
+is mode 0600 from its first byte, never written then chmod-ed), fsync-ed, and only then
+published. Without ``force`` a file is published with link(2), which fails instead of
+replacing a file that appeared meanwhile; with ``force`` with rename(2), atomically. Key
 material never reaches a message, a log or stdout.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,6 @@ KEY_MODE = 0o600
 PUBLIC_MODE = 0o644
 CA_CERT_NAME = "ca.pem"
 CA_KEY_NAME = "ca.key"
-_STAGING = re.compile(r"\.(.+)\.([0-9]+)-[0-9a-f]{12}\.tmp")
 MAX_PASSPHRASE = 1023  # OpenSSL's PEM passphrase buffer is 1024 bytes with the NUL
 
 
@@ -83,70 +81,14 @@ def check_outputs(paths: list[Path], force: bool) -> None:
             raise TLSError(f"{path} already exists", "pass --force to replace it")
 
 
-def _staging_name(path: Path) -> str:
-    """A hidden, unique staging name beside ``path`` that records the writer's PID."""
-    return f".{path.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp"
-
-
-def _writer_gone(pid: int) -> bool:
-    """True only when no process with ``pid`` exists (a reused PID keeps the file)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def sweep_stale_staging(path: Path) -> list[Path]:
-    """Remove the staging files of ``path`` left by writers that were killed before they
-    published or cleaned up (a SIGKILL runs no cleanup); return what was removed.
-
-    Only files of this exact naming whose writing process no longer exists are touched: a
-    concurrent writer's file is left alone. Such a file may hold an unpublished private key
-    (mode 0600), so it should not linger."""
-    removed: list[Path] = []
-    try:
-        entries = list(os.scandir(path.parent))
-    except OSError:
-        return removed
-    for entry in entries:
-        match = _STAGING.fullmatch(entry.name)
-        if not match or match.group(1) != path.name:
-            continue
-        if entry.is_file(follow_symlinks=False) and _writer_gone(int(match.group(2))):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
-    return removed
+    """Remove the staging files of ``path`` that killed writers left
+    (:func:`cpsysd.host.fsutil.sweep_stale_staging`)."""
+    return fsutil.sweep_stale_staging(path)
 
 
 def _stage(output: OutputFile) -> Path:
-    temp = output.path.with_name(_staging_name(output.path))
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-    fd = os.open(temp, flags, output.mode)
-    try:
-        if output.mode != KEY_MODE:
-            os.fchmod(fd, output.mode)  # a public file: undo the umask. Keys keep 0600 & ~umask.
-        view = memoryview(output.data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(temp)
-        raise
-    os.close(fd)
-    return temp
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return fsutil.stage_unique(output.path, output.data, output.mode)
 
 
 def write_outputs(outputs: list[OutputFile], force: bool) -> None:
@@ -163,15 +105,11 @@ def write_outputs(outputs: list[OutputFile], force: bool) -> None:
             staged.append(_stage(output))
         for temp, output in zip(staged, outputs, strict=True):
             current = output.path
-            if force:
-                os.replace(temp, output.path)
-            else:
-                os.link(temp, output.path)  # EEXIST rather than clobbering a newcomer
-                os.unlink(temp)
+            fsutil.publish(temp, output.path, replace=force)  # EEXIST rather than clobber
             published.append(output.path)
         for directory in {o.path.parent for o in outputs}:
             current = directory
-            _fsync_dir(directory)
+            fsutil.fsync_dir(directory)
     except OSError as err:
         for temp in staged:
             with contextlib.suppress(OSError):

@@ -18,6 +18,7 @@ import pytest
 from cpsysd.description.load import AppSpec, load_spec
 from cpsysd.description.toml import spec_to_toml
 from cpsysd.harness.container import Container
+from cpsysd.harness.provision import provision
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "hello"
@@ -60,7 +61,7 @@ def prepare_app(
     """Provision cpsysd, copy ``source`` to /srv/NAME and write ``spec``, rewritten for the
     container, to /etc/cpsysd/NAME.toml; returns the ``cpsysd install`` argv to run inside
     (as ``user``, with ``--user``, when given)."""
-    python = box.provision_cpsysd()
+    python = provision(box)
     workdir = f"/srv/{spec.name}"
     box.copy_in(source, workdir, exclude=["__pycache__"])
     config = f"{workdir}/{Path(spec.config).name}" if spec.config else None

@@ -14,6 +14,7 @@ import pytest
 
 from cpsysd.description.load import Listener, TLSConfig
 from cpsysd.harness.container import Container
+from cpsysd.harness.provision import provision
 from cpsysd.tls.pki import Certificate, CertificateAuthority, LeafCert, PrivateKey
 from tests.e2e.e2etools import example_spec, install_app, wait_until
 
@@ -102,7 +103,7 @@ def install_with_expiring_cert(
 
 
 def test_renewal_timer_reissues_and_the_app_serves_the_new_certificate(box: Container) -> None:
-    python = box.provision_cpsysd()
+    python = provision(box)
     box.run([python, "-m", "cpsysd", "cert", "ca", "--dir", CA_DIR])
     # The CA read back, to issue an expiring certificate from it (install_with_expiring_cert).
     ca = CertificateAuthority.from_pem(
@@ -163,7 +164,7 @@ def test_renewal_keeps_an_encrypted_key_encrypted_and_opens_an_encrypted_ca(
 ) -> None:
     """Passphrases under /root, which ProtectHome=yes hides from both services: they can only
     arrive as credentials, read by systemd before the sandbox exists."""
-    python = box.provision_cpsysd()
+    python = provision(box)
     box.write_file("/root/hello.pass", KEY_PASSPHRASE + "\n", 0o600)
     box.write_file("/root/ca.pass", CA_PASSPHRASE + "\n", 0o600)
     box.run(
