@@ -240,7 +240,7 @@ FIELDS = (
           path="file", base="workdir"),
     Field("python", "string", "absolute path of the interpreter with the app and cpsysd "
           "installed", "interpreter with the app and cpsysd", Derived(
-          "the interpreter running cpsysd (`init` writes the one that found the app)",
+          "the interpreter running cpsysd; `init` writes the one that found the app",
           lambda _values, _base: sys.executable),
           "/opt/APP/venv/bin/python", False, path="file"),
     Field("user", "string", '`"user"` or `"user:group"`; `""`: `DynamicUser=yes`; `root` is '
