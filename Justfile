@@ -25,6 +25,10 @@ lint:
     {{venv}}/bin/ruff format --check cpsysd tests bench
     {{venv}}/bin/mypy
 
+# Rewrite README.md's table of description fields from cpsysd/description/fields.py.
+fields:
+    {{py}} -m cpsysd.host.readme README.md
+
 # Generate and verify the example app's units, then run it under a real systemd.
 demo:
     {{venv}}/bin/cpsysd verify -c examples/hello/cpsysd.toml

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cpsysd.description.fields import FIELDS
 from cpsysd.description.load import KNOWN_KEYS, AppSpec, parse_spec
 from cpsysd.description.toml import spec_to_toml
 from cpsysd.errors import SpecError
@@ -143,6 +144,14 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "nginx": nginx_table,
     "vhosts": st.dictionaries(st.text("ab0.-", min_size=1, max_size=20), free_text),
 }
+# A field the table declares as an integer, boolean or choice needs no strategy written here.
+for row in FIELDS:
+    if row.toml == "integer":
+        VALID.setdefault(row.key, st.integers(row.low, row.high))
+    elif row.toml == "boolean":
+        VALID.setdefault(row.key, st.booleans())
+    elif row.choices is not None:
+        VALID.setdefault(row.key, st.sampled_from([member.value for member in row.choices]))
 # ... and anything at all.
 HOSTILE: dict[str, st.SearchStrategy[Any]] = {
     key: st.one_of(hostile, wrong_type, strategy, st.text(max_size=40))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from cpsysd.cli.options import config_option, force_option, load_description, user_option
+from cpsysd.description.docs import flag_help
 
 if TYPE_CHECKING:
     from cpsysd.host.install import InstallReport
@@ -16,20 +17,15 @@ if TYPE_CHECKING:
 def register(app: typer.Typer) -> None:
     @app.command("init")
     def init(
-        name: str = typer.Option(
-            ..., "--name", help="The app's name: the unit name stem (NAME.service)."
-        ),
-        entry: str = typer.Option(
-            ..., "--entry", help="MODULE:OBJECT, a CherryPy root class/object or a WSGI callable."
-        ),
+        name: str = typer.Option(..., "--name", help=flag_help("name")),
+        entry: str = typer.Option(..., "--entry", help=flag_help("entry")),
         listen: list[str] = typer.Option(
             None,
             "--listen",
-            help="PORT, HOST:PORT, [V6]:PORT or /unix/path, optionally =NAME (the socket name; "
-            "'https' serves TLS). Repeatable. Default 8080.",
+            help=flag_help("listen", "Repeatable. "),
         ),
         no_network: bool = typer.Option(
-            False, "--no-network", help="The app makes no outbound connections: PrivateNetwork=yes."
+            False, "--no-network", help=flag_help("network", "Write network = false. ")
         ),
         output: Path = typer.Option(
             Path("cpsysd.toml"),
@@ -37,25 +33,21 @@ def register(app: typer.Typer) -> None:
             "--output",
             help="Where to write the description ('-' prints it).",
         ),
-        config: str = typer.Option(
-            None, "--config", help="CherryPy config file, relative to the working directory."
-        ),
+        config: str = typer.Option(None, "--config", help=flag_help("config")),
         python: str = typer.Option(
             None,
             "--python",
-            help="Interpreter with the app and cpsysd installed (default: the one running cpsysd).",
+            help=flag_help("python"),
         ),
         working_directory: str = typer.Option(
             None,
             "--working-directory",
-            help="Where the app is imported from (default: the description's directory).",
+            help=flag_help("working_directory"),
         ),
         tls_cert: str = typer.Option(
-            None, "--tls-cert", help="Certificate (chain) PEM file for TLS listeners."
+            None, "--tls-cert", help=flag_help("tls.cert", "[tls] cert: ")
         ),
-        tls_key: str = typer.Option(
-            None, "--tls-key", help="Private key PEM file for TLS listeners."
-        ),
+        tls_key: str = typer.Option(None, "--tls-key", help=flag_help("tls.key", "[tls] key: ")),
         force: bool = force_option(help="Overwrite an existing description file."),
     ) -> None:
         """Write a commented cpsysd.toml describing an app."""

@@ -14,11 +14,7 @@ from typing import Any, TypeVar
 
 from cpsysd import escape
 from cpsysd.description.bounds import check_text_length
-from cpsysd.description.model import (
-    Listener,
-    NginxConfig,
-    TLSConfig,
-)
+from cpsysd.description.model import Listener
 from cpsysd.errors import CpsysdError, SpecError
 
 _E = TypeVar("_E", bound=StrEnum)
@@ -222,6 +218,26 @@ def parse_listener(fieldname: str, value: object) -> Listener:
     return Listener(name, tls, port=port, host=host)
 
 
+def _unit_name(fieldname: str, value: object) -> str:
+    name: str = _typed(fieldname, value, str, "a unit name")
+    try:
+        escape.check_unit_stem(name)
+    except ValueError as err:
+        raise SpecError(fieldname, f"{name!r} {err}", 'e.g. name = "my-app"') from None
+    return name
+
+
+def _entry(fieldname: str, value: object) -> str:
+    entry: str = _typed(fieldname, value, str, "MODULE:OBJECT")
+    if not is_entry(entry):
+        raise SpecError(
+            fieldname,
+            f"{entry!r} is not MODULE:OBJECT",
+            'e.g. entry = "hello:Root" or "myapp.wsgi:application"',
+        )
+    return entry
+
+
 def _listeners(fieldname: str, value: object) -> tuple[Listener, ...]:
     items = _typed(fieldname, value, list, "a list of addresses")
     if not items:
@@ -245,12 +261,10 @@ def _listeners(fieldname: str, value: object) -> tuple[Listener, ...]:
 _IP_KEYWORDS = ("any", "localhost", "link-local", "multicast")
 
 
-def _outbound(fieldname: str, value: object, network: bool) -> tuple[str, ...]:
+def _outbound(fieldname: str, value: object) -> tuple[str, ...]:
     """Destinations for ``IPAddressAllow=`` (systemd.resource-control(5)): IP addresses,
     networks in CIDR notation, or any/localhost/link-local/multicast."""
     items = _typed(fieldname, value, list, 'a list like ["10.0.0.0/8", "any"]')
-    if items and not network:
-        raise SpecError(fieldname, "needs network = true", "drop outbound, or set network = true")
     allowed = []
     for i, item in enumerate(items):
         text = _typed(f"{fieldname}[{i}]", item, str, "an address or network")
@@ -329,49 +343,6 @@ def _no_unknown(fieldname: str, table: Mapping[str, object], known: set[str]) ->
             raise SpecError(where, "unknown key", hint)
 
 
-def _tls(fieldname: str, value: object, base: str) -> TLSConfig:
-    table = _typed(fieldname, value, dict, "a table")
-    known = {"cert", "key", "chain", "renew_days", "ca_dir", "hosts"}
-    known |= {"passphrase_file", "ca_passphrase_file"}
-    _no_unknown(fieldname, table, known)
-    if "ca_passphrase_file" in table and "ca_dir" not in table:
-        raise SpecError(
-            f"{fieldname}.ca_passphrase_file",
-            "unlocks the key of a local CA, but there is no ca_dir",
-            'add ca_dir = "/etc/cpsysd/ca" (the CA whose key it unlocks), or remove it',
-        )
-    for required in ("cert", "key"):
-        if required not in table:
-            raise SpecError(
-                f"{fieldname}.{required}",
-                "is missing",
-                "name the PEM file, e.g. cpsysd cert selfsigned writes one",
-            )
-    hosts = _typed(f"{fieldname}.hosts", table.get("hosts", []), list, "a list of host names")
-    return TLSConfig(
-        cert=check_file_path(f"{fieldname}.cert", table["cert"], base),
-        key=check_file_path(f"{fieldname}.key", table["key"], base),
-        chain=check_file_path(f"{fieldname}.chain", table["chain"], base)
-        if "chain" in table
-        else None,
-        renew_days=_int(f"{fieldname}.renew_days", table.get("renew_days", 0), 0, 365),
-        ca_dir=check_path(f"{fieldname}.ca_dir", table["ca_dir"], base)
-        if "ca_dir" in table
-        else None,
-        hosts=tuple(_tls_host(f"{fieldname}.hosts[{i}]", h) for i, h in enumerate(hosts)),
-        passphrase_file=check_file_path(
-            f"{fieldname}.passphrase_file", table["passphrase_file"], base
-        )
-        if "passphrase_file" in table
-        else None,
-        ca_passphrase_file=check_file_path(
-            f"{fieldname}.ca_passphrase_file", table["ca_passphrase_file"], base
-        )
-        if "ca_passphrase_file" in table
-        else None,
-    )
-
-
 def _tls_host(fieldname: str, value: object) -> str:
     """A certificate host name, checked now rather than when the renewal timer first runs."""
     from cpsysd.tls.names import parse_host  # pure, no cryptography; only [tls] hosts need it
@@ -384,63 +355,44 @@ def _tls_host(fieldname: str, value: object) -> str:
     return text
 
 
-def _nginx(fieldname: str, value: object, base: str) -> NginxConfig:
-    table = _typed(fieldname, value, dict, "a table")
-    known = {
-        "server_name",
-        "listen",
-        "static",
-        "upstream",
-        "tls_cert",
-        "tls_key",
-        "client_max_body_size",
-    }
-    _no_unknown(fieldname, table, known)
-    names = _typed(
-        f"{fieldname}.server_name", table.get("server_name", ["_"]), list, "a list of domains"
-    )
-    static = _typed(
-        f"{fieldname}.static", table.get("static", {}), dict, 'a table of "/url/" = "/dir"'
-    )
-    upstream = _typed(
-        f"{fieldname}.upstream", table.get("upstream", []), list, 'a list of "host:port"'
-    )
-    backends = []
-    for i, item in enumerate(upstream):
-        listener = parse_listener(f"{fieldname}.upstream[{i}]", item)
-        if listener.is_unix or listener.host is None:
-            raise SpecError(f"{fieldname}.upstream[{i}]", "needs HOST:PORT", 'e.g. "10.0.0.2:8080"')
-        backends.append(listener.address)
+def _tls_hosts(fieldname: str, value: object) -> tuple[str, ...]:
+    hosts = _typed(fieldname, value, list, "a list of host names")
+    return tuple(_tls_host(f"{fieldname}[{i}]", host) for i, host in enumerate(hosts))
+
+
+def _server_names(fieldname: str, value: object) -> tuple[str, ...]:
+    names = _typed(fieldname, value, list, "a list of domains")
+    return tuple(_domain(f"{fieldname}[{i}]", name) for i, name in enumerate(names)) or ("_",)
+
+
+def _static(fieldname: str, value: object, base: str) -> tuple[tuple[str, str], ...]:
+    static = _typed(fieldname, value, dict, 'a table of "/url/" = "/dir"')
     for prefix in static:
         if not prefix.startswith("/") or set(prefix) & (_PATH_FORBIDDEN | {"~"}):
             raise SpecError(
-                f"{fieldname}.static",
-                f"URL prefix {prefix!r} must start with / and have no spaces or quotes",
+                fieldname, f"URL prefix {prefix!r} must start with / and have no spaces or quotes"
             )
-    tls_keys = [k for k in ("tls_cert", "tls_key") if k in table]
-    if len(tls_keys) == 1:
-        raise SpecError(f"{fieldname}.{tls_keys[0]}", "needs both tls_cert and tls_key")
-    size = _typed(
-        f"{fieldname}.client_max_body_size",
-        table.get("client_max_body_size", "10m"),
-        str,
-        'a size like "10m"',
+    return tuple(
+        (prefix, check_path(f"{fieldname}.{prefix}", path, base)) for prefix, path in static.items()
     )
+
+
+def _upstreams(fieldname: str, value: object) -> tuple[str, ...]:
+    upstream = _typed(fieldname, value, list, 'a list of "host:port"')
+    backends = []
+    for i, item in enumerate(upstream):
+        listener = parse_listener(f"{fieldname}[{i}]", item)
+        if listener.is_unix or listener.host is None:
+            raise SpecError(f"{fieldname}[{i}]", "needs HOST:PORT", 'e.g. "10.0.0.2:8080"')
+        backends.append(listener.address)
+    return tuple(backends)
+
+
+def _body_size(fieldname: str, value: object) -> str:
+    size: str = _typed(fieldname, value, str, 'a size like "10m"')
     if not re.fullmatch(r"[0-9]+[kKmMgG]?", size):
-        raise SpecError(f"{fieldname}.client_max_body_size", f"{size!r} is not a size like 10m")
-    return NginxConfig(
-        server_names=tuple(_domain(f"{fieldname}.server_name[{i}]", n) for i, n in enumerate(names))
-        or ("_",),
-        listen=_int(f"{fieldname}.listen", table.get("listen", 80), 1, 65535),
-        static=tuple(
-            (prefix, check_path(f"{fieldname}.static.{prefix}", path, base))
-            for prefix, path in static.items()
-        ),
-        upstream=tuple(backends),
-        tls_cert=check_path(f"{fieldname}.tls_cert", table["tls_cert"], base) if tls_keys else None,
-        tls_key=check_path(f"{fieldname}.tls_key", table["tls_key"], base) if tls_keys else None,
-        client_max_body_size=size,
-    )
+        raise SpecError(fieldname, f"{size!r} is not a size like 10m")
+    return size
 
 
 def _vhosts(fieldname: str, value: object) -> tuple[tuple[str, str], ...]:

@@ -4,40 +4,28 @@ Parsed once, at the boundary, into frozen dataclasses; every field is validated 
 error names its field (checkers in :mod:`cpsysd.description.checks`, the dataclasses in
 :mod:`cpsysd.description.model`, re-exported here). Nothing touches the file system except
 :func:`load_spec`, which reads
-the one file it is given. The field table is documented in ``docs``/README and by ``cpsysd init``.
+the one file it is given. Each field is a row of :data:`cpsysd.description.fields.FIELDS`; the
+rules between fields are here.
 """
 
 from __future__ import annotations
 
-import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cpsysd import escape
 from cpsysd.description.bounds import read_description
 from cpsysd.description.checks import (
     SUN_PATH_MAX,
     UNIT_NAME_MAX,
-    _bool,
-    _choice,
-    _environment,
-    _int,
-    _listeners,
-    _nginx,
     _no_unknown,
-    _outbound,
-    _text,
-    _tls,
     _typed,
-    _user,
-    _vhosts,
     check_file_path,
     check_path,
-    is_entry,
     parse_listener,
 )
+from cpsysd.description.fields import FIELDS, REQUIRED, Derived, Field
 from cpsysd.description.model import (
     AppSpec,
     Hardening,
@@ -68,119 +56,104 @@ __all__ = [
     "parse_spec",
 ]
 
-KNOWN_KEYS = {
-    "outbound",
-    "name",
-    "entry",
-    "kind",
-    "config",
-    "python",
-    "working_directory",
-    "description",
-    "user",
-    "environment",
-    "environment_file",
-    "listen",
-    "network",
-    "watchdog_sec",
-    "timeout_stop_sec",
-    "restart",
-    "hardening",
-    "state_directory",
-    "workers",
-    "worker_mode",
-    "tls",
-    "nginx",
-    "vhosts",
-}
+KNOWN_KEYS = {field.key for field in FIELDS}
+
+
+def _parse_fields(
+    section: str, fields: Sequence[Field], table: Mapping[str, Any], base_dir: str, workdir: str
+) -> dict[str, Any]:
+    """The model attributes of one (sub-)table, each field checked and defaulted by its row."""
+    _no_unknown(section, table, {field.key for field in fields})
+    prefix = f"{section}." if section else ""
+    for field in fields:
+        if field.default is REQUIRED and field.key not in table:
+            raise SpecError(f"{prefix}{field.key}", "is missing", field.missing)
+    values: dict[str, Any] = {}
+    for field in fields:
+        fieldname = f"{prefix}{field.key}"
+        if field.key in table:
+            raw = table[field.key]
+        elif field.default is None:
+            values[field.name] = None
+            continue
+        elif isinstance(field.default, Derived):
+            raw = field.default.make(values, base_dir)
+        else:
+            raw = field.default
+        # Relative paths point into the working directory, parsed above them (table order).
+        where = values.get("working_directory", workdir)
+        if field.record is not None:
+            sub = _typed(fieldname, raw, dict, "a table")
+            values[field.name] = field.record(
+                **_parse_fields(fieldname, field.fields, sub, base_dir, where)
+            )
+            continue
+        base = {"workdir": where, "description": base_dir}.get(field.base)
+        values[field.name] = field.parse(fieldname, raw, base)
+    return values
 
 
 def parse_spec(table: Mapping[str, Any], base_dir: str, source: str | None = None) -> AppSpec:
     """Validate a description table; ``base_dir`` is the directory of the file it came from."""
-    _no_unknown("", table, KNOWN_KEYS)
-    for required, example in (("name", '"hello"'), ("entry", '"hello:Root"')):
-        if required not in table:
-            raise SpecError(required, "is missing", f"add {required} = {example}")
-    name = _typed("name", table["name"], str, "a unit name")
-    try:
-        escape.check_unit_stem(name)
-    except ValueError as err:
-        raise SpecError("name", f"{name!r} {err}", 'e.g. name = "my-app"') from None
-    entry = _typed("entry", table["entry"], str, "MODULE:OBJECT")
-    if not is_entry(entry):
+    values = _parse_fields("", FIELDS, table, base_dir, base_dir)
+    values["user"], values["group"] = values["user"]
+    spec = AppSpec(**values, source=source)
+    _check_listeners(spec)
+    _check_workers(spec)
+    if spec.outbound and not spec.network:
+        raise SpecError("outbound", "needs network = true", "drop outbound, or set network = true")
+    if spec.state_directory and ":" in spec.name:
         raise SpecError(
-            "entry",
-            f"{entry!r} is not MODULE:OBJECT",
-            'e.g. entry = "hello:Root" or "myapp.wsgi:application"',
+            "state_directory",
+            f"needs a name without ':' (StateDirectory={spec.name} would mean SOURCE:SYMLINK)",
+            "rename the app, or set state_directory = false",
         )
-    workdir = check_path("working_directory", table.get("working_directory", base_dir), base_dir)
-    get = table.get
-    user, group = _user("user", get("user", ""))
-    tls = _tls("tls", table["tls"], workdir) if "tls" in table else None
-    listeners = _listeners("listen", get("listen", ["8080"]))
+    _check_sections(spec)
+    return spec
+
+
+def _check_listeners(spec: AppSpec) -> None:
+    listeners = spec.listeners
     for i, listener in enumerate(listeners):
         # The longest unit named after a socket: a worker instance's NAME-FDNAME@PORT.socket.
-        unit = f"{name}-{listener.name}@65535.socket"
+        unit = f"{spec.name}-{listener.name}@65535.socket"
         if listener.name != listeners[0].name and len(unit) > UNIT_NAME_MAX:
             raise SpecError(
                 f"listen[{i}]",
                 f"socket name {listener.name!r} makes unit names longer than {UNIT_NAME_MAX}",
                 "use a shorter socket name or app name",
             )
-    if any(listener.tls for listener in listeners) and tls is None:
+    if any(listener.tls for listener in listeners) and spec.tls is None:
         raise SpecError(
             "tls",
             "a TLS listener needs certificate files",
             "add [tls] cert and key, or pass cpsysd init --tls-cert FILE --tls-key FILE; "
             "cpsysd cert selfsigned makes them",
         )
-    workers = _int("workers", get("workers", 1), 1, 256)
-    worker_mode = _choice("worker_mode", get("worker_mode", "reuseport"), WorkerMode)
-    if workers > 1 and worker_mode is WorkerMode.PORTS:
-        for listener in listeners:
-            if listener.is_unix or (listener.port or 0) + workers - 1 > 65535:
+
+
+def _check_workers(spec: AppSpec) -> None:
+    if spec.workers > 1 and spec.worker_mode is WorkerMode.PORTS:
+        for listener in spec.listeners:
+            if listener.is_unix or (listener.port or 0) + spec.workers - 1 > 65535:
                 raise SpecError(
                     "worker_mode",
-                    f"'ports' needs TCP listeners with {workers} ports from {listener.address}",
+                    f"'ports' needs TCP listeners with {spec.workers} ports from "
+                    f"{listener.address}",
                 )
-    network = _bool("network", get("network", True))
-    python = check_file_path("python", get("python", sys.executable))  # ExecStart=/ is refused
-    state_directory = _bool("state_directory", get("state_directory", False))
-    if state_directory and ":" in name:
+
+
+def _check_sections(spec: AppSpec) -> None:
+    """The rules between fields of [tls] and of [nginx]."""
+    if spec.tls and spec.tls.ca_passphrase_file and not spec.tls.ca_dir:
         raise SpecError(
-            "state_directory",
-            f"needs a name without ':' (StateDirectory={name} would mean SOURCE:SYMLINK)",
-            "rename the app, or set state_directory = false",
+            "tls.ca_passphrase_file",
+            "unlocks the key of a local CA, but there is no ca_dir",
+            'add ca_dir = "/etc/cpsysd/ca" (the CA whose key it unlocks), or remove it',
         )
-    return AppSpec(
-        name=name,
-        entry=entry,
-        kind=_choice("kind", get("kind", "auto"), Kind),
-        config=check_file_path("config", table["config"], workdir) if "config" in table else None,
-        python=python,
-        working_directory=workdir,
-        description=_text("description", get("description", f"{name} (served by cpsysd)")),
-        user=user,
-        group=group,
-        environment=_environment("environment", get("environment", {})),
-        environment_file=check_file_path("environment_file", table["environment_file"])
-        if "environment_file" in table
-        else None,
-        listeners=listeners,
-        network=network,
-        outbound=_outbound("outbound", get("outbound", []), network),
-        watchdog_sec=_int("watchdog_sec", get("watchdog_sec", 30), 0, 3600),
-        timeout_stop_sec=_int("timeout_stop_sec", get("timeout_stop_sec", 30), 1, 3600),
-        restart=_choice("restart", get("restart", "on-failure"), Restart),
-        hardening=_choice("hardening", get("hardening", "strict"), Hardening),
-        state_directory=state_directory,
-        workers=workers,
-        worker_mode=worker_mode,
-        tls=tls,
-        nginx=_nginx("nginx", table["nginx"], workdir) if "nginx" in table else None,
-        vhosts=_vhosts("vhosts", get("vhosts", {})),
-        source=source,
-    )
+    if spec.nginx and (spec.nginx.tls_cert is None) != (spec.nginx.tls_key is None):
+        given = "tls_cert" if spec.nginx.tls_cert else "tls_key"
+        raise SpecError(f"nginx.{given}", "needs both tls_cert and tls_key")
 
 
 def load_spec(path: str | Path) -> AppSpec:

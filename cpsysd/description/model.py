@@ -119,7 +119,7 @@ class AppSpec:
     group: str | None = None
     environment: tuple[tuple[str, str], ...] = ()
     environment_file: str | None = None
-    listeners: tuple[Listener, ...] = ()
+    listeners: tuple[Listener, ...] = (Listener("http", False, 8080),)  # listen = ["8080"]
     network: bool = True
     outbound: tuple[str, ...] = ()  # IPAddressAllow= beyond localhost, when network is true
     watchdog_sec: int = 30

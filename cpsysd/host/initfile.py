@@ -1,4 +1,5 @@
-"""``cpsysd init``: a commented cpsysd.toml for an entry point, validated before it is written."""
+"""``cpsysd init``: a commented cpsysd.toml for an entry point, validated before it is written
+(the text comes from :mod:`cpsysd.description.initfile`)."""
 
 from __future__ import annotations
 
@@ -7,98 +8,14 @@ import importlib.machinery
 import os
 import sys
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
+from cpsysd.description.initfile import InitRequest, render_init
 from cpsysd.description.load import parse_spec
-from cpsysd.description.toml import toml_value
 from cpsysd.errors import CpsysdError, SpecError
 from cpsysd.host import fsutil
 
-
-@dataclass(frozen=True)
-class InitRequest:
-    """What ``cpsysd init`` was asked for; None means "leave the default"."""
-
-    name: str
-    entry: str
-    listen: tuple[str, ...] = ()
-    network: bool = True
-    config: str | None = None
-    python: str | None = None
-    working_directory: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-
-
-def _line(key: str, value: object, comment: str, enabled: bool = True) -> str:
-    text = f"{key} = {toml_value(value)}"
-    return f"{'' if enabled else '# '}{text:<40} # {comment}"
-
-
-def render_init(request: InitRequest) -> str:
-    """The description text: every option present, unused ones commented out with their default."""
-    listen = list(request.listen) or ["8080"]
-    lines = [
-        "# cpsysd app description. Check it: cpsysd verify -c THIS_FILE",
-        "# Try it under a real systemd: cpsysd try -c THIS_FILE",
-        "# Install it: cpsysd install NAME -c THIS_FILE",
-        _line("name", request.name, "unit name stem: NAME.service, NAME.socket"),
-        _line("entry", request.entry, "MODULE:OBJECT, a CherryPy root or a WSGI callable"),
-        _line("kind", "auto", "auto, cherrypy or wsgi"),
-        _line("description", f"{request.name} (served by cpsysd)", "Description= of the units"),
-        _line(
-            "config",
-            request.config or "app.conf",
-            "CherryPy config, relative to working_directory",
-            request.config is not None,
-        ),
-        _line(
-            "python",
-            request.python or "/opt/APP/venv/bin/python",
-            "interpreter with the app and cpsysd (init: the one that found the app)",
-            request.python is not None,
-        ),
-        _line(
-            "working_directory",
-            request.working_directory or "/srv/APP",
-            "the app is imported from here (default: this file's directory)",
-            request.working_directory is not None,
-        ),
-        _line(
-            "listen",
-            listen,
-            "PORT, HOST:PORT, [V6]:PORT, /unix/path; =NAME names the socket ('https' = TLS)",
-        ),
-        _line("network", request.network, "false: no outbound connections (PrivateNetwork=yes)"),
-        _line("outbound", ["10.0.0.0/8"], "with network: destinations beyond localhost", False),
-        _line("user", "", '"" = DynamicUser=yes; or "user" / "user:group"'),
-        _line(
-            "watchdog_sec", 30, "restart the app when it stops answering for this long (0 = off)"
-        ),
-        _line("timeout_stop_sec", 30, "how long in-flight requests may finish on stop"),
-        _line("restart", "on-failure", "systemd Restart="),
-        _line("hardening", "strict", "strict, or relaxed (for JITs and cffi callbacks)"),
-        _line("workers", 1, "N processes (template units NAME@.service)"),
-        _line("environment_file", "/etc/default/APP", "EnvironmentFile=", False),
-        "",
-        "[environment]                            # Environment= for the app",
-        '# DATABASE_URL = "postgresql:///app"',
-    ]
-    if request.tls_cert or request.tls_key:
-        lines += [
-            "",
-            "[tls]                                    # passed to the service with LoadCredential=",
-            _line("cert", request.tls_cert or "", "certificate (chain) PEM"),
-            _line("key", request.tls_key or "", "private key PEM (0600)"),
-            _line("chain", "/etc/cpsysd/tls/chain.pem", "intermediate certificates", False),
-            _line("passphrase_file", "/root/tls.pass", "for an encrypted key", False),
-            _line("renew_days", 30, "re-issue this many days before expiry (a timer)", False),
-            _line("hosts", ["localhost"], "names to renew for (default: the certificate's)", False),
-            _line("ca_dir", "/etc/cpsysd/ca", "renew from this CA (default: self-signed)", False),
-            _line("ca_passphrase_file", "/root/ca.pass", "for an encrypted CA key", False),
-        ]
-    return "\n".join(lines) + "\n"
+__all__ = ["InitRequest", "render_init", "write_init"]
 
 
 def _check_module(entry: str, workdir: Path) -> None:

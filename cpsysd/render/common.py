@@ -19,6 +19,7 @@ from cpsysd.credentials import (
     CREDENTIAL_KEY,
     CREDENTIAL_PASSPHRASE,
 )
+from cpsysd.description.fields import FIELDS
 from cpsysd.description.load import AppSpec, Hardening
 from cpsysd.errors import SpecError
 
@@ -177,6 +178,18 @@ def hardening_lines(spec: AppSpec, user_mode: bool) -> tuple[str, ...]:
     return (*lines, *_NETWORK, f"IPAddressAllow={allow}")
 
 
+def plain_fields(spec: AppSpec) -> dict[str, object]:
+    """The top-level integer, boolean and choice fields by key, for templates as ``field.KEY``:
+    digits, a bool or a fixed word need no escaping, so a field that only sets a directive
+    needs no line in the context below (strings still go through :mod:`cpsysd.escape` there)."""
+    values: dict[str, object] = {}
+    for row in FIELDS:
+        if row.toml in ("integer", "boolean") or row.choices is not None:
+            value = getattr(spec, row.name)
+            values[row.key] = value.value if row.choices is not None else value
+    return values
+
+
 def service_context(spec: AppSpec, options: RenderOptions) -> dict[str, Any]:
     """The escaped values service.j2 lays out; reused by the template-unit renderer."""
     credentials = []
@@ -212,6 +225,7 @@ def service_context(spec: AppSpec, options: RenderOptions) -> dict[str, Any]:
         "group": None if options.user_mode else spec.group,
         "user_mode": options.user_mode,
         "hardening": hardening_lines(spec, options.user_mode),
+        "field": plain_fields(spec),
     }
 
 
