@@ -82,6 +82,7 @@ KNOWN_KEYS = {
     "listen",
     "network",
     "watchdog_sec",
+    "idle_stop_sec",
     "timeout_stop_sec",
     "restart",
     "hardening",
@@ -143,6 +144,15 @@ def parse_spec(table: Mapping[str, Any], base_dir: str, source: str | None = Non
                     f"'ports' needs TCP listeners with {workers} ports from {listener.address}",
                 )
     network = _bool("network", get("network", True))
+    idle_stop_sec = _int("idle_stop_sec", get("idle_stop_sec", 0), 0, 86400)
+    restart = _choice("restart", get("restart", "on-failure"), Restart)
+    if idle_stop_sec and restart in (Restart.ALWAYS, Restart.ON_SUCCESS):
+        # The idle exit is a clean exit 0: systemd would start the app again at once, for ever.
+        raise SpecError(
+            "idle_stop_sec",
+            f"cannot stop an app that restart = {restart.value!r} starts again on a clean exit",
+            'use restart = "on-failure", or idle_stop_sec = 0',
+        )
     python = check_file_path("python", get("python", sys.executable))  # ExecStart=/ is refused
     state_directory = _bool("state_directory", get("state_directory", False))
     if state_directory and ":" in name:
@@ -169,8 +179,9 @@ def parse_spec(table: Mapping[str, Any], base_dir: str, source: str | None = Non
         network=network,
         outbound=_outbound("outbound", get("outbound", []), network),
         watchdog_sec=_int("watchdog_sec", get("watchdog_sec", 30), 0, 3600),
+        idle_stop_sec=idle_stop_sec,
         timeout_stop_sec=_int("timeout_stop_sec", get("timeout_stop_sec", 30), 1, 3600),
-        restart=_choice("restart", get("restart", "on-failure"), Restart),
+        restart=restart,
         hardening=_choice("hardening", get("hardening", "strict"), Hardening),
         state_directory=state_directory,
         workers=workers,

@@ -54,6 +54,7 @@ def spec_to_table(spec: AppSpec) -> dict[str, Any]:
         "network": spec.network,
         "outbound": list(spec.outbound),
         "watchdog_sec": spec.watchdog_sec,
+        "idle_stop_sec": spec.idle_stop_sec,
         "timeout_stop_sec": spec.timeout_stop_sec,
         "restart": spec.restart.value,
         "hardening": spec.hardening.value,

@@ -73,6 +73,12 @@ def render_init(request: InitRequest) -> str:
         _line(
             "watchdog_sec", 30, "restart the app when it stops answering for this long (0 = off)"
         ),
+        _line(
+            "idle_stop_sec",
+            300,
+            "exit after this long with no connection, the next starts it; only under systemd",
+            False,
+        ),
         _line("timeout_stop_sec", 30, "how long in-flight requests may finish on stop"),
         _line("restart", "on-failure", "systemd Restart="),
         _line("hardening", "strict", "strict, or relaxed (for JITs and cffi callbacks)"),
