@@ -1,0 +1,70 @@
+"""Scale to zero under a real systemd: with ``idle_stop_sec`` the service exits by itself once
+idle (inactive, not failed, not restarted), its socket keeps listening, and the next request
+starts a new process. The memory the service holds while running and after, and the first
+request after the idle stop (one cold start), are recorded as figures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from e2etools import curl, example_spec, install_app, wait_until
+
+from cpsysd.harness.container import Container
+
+pytestmark = pytest.mark.e2e
+
+
+def _show(box: Container, prop: str, unit: str = "hello.service") -> str:
+    return box.run(["systemctl", "show", "-P", prop, unit]).stdout.strip()
+
+
+def _rss_kib(box: Container, pid: int) -> int:
+    """The main process's resident memory (VmRSS, proc(5)); the cgroup's MemoryCurrent is not
+    kept in this container (its memory controller belongs to the host)."""
+    status = box.run(["cat", f"/proc/{pid}/status"]).stdout
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+
+
+def _memory(box: Container) -> str:
+    current = _show(box, "MemoryCurrent")
+    return "not reported" if current in ("", "[not set]") or int(current) >= 2**63 else current
+
+
+def test_idle_service_stops_and_the_next_request_starts_it(
+    container: Container, figure: Callable[[str, str], None]
+) -> None:
+    install_app(container, example_spec(idle_stop_sec=1))
+    assert curl(container, "http://127.0.0.1:8080/health")[0] == 200
+    first = int(_show(container, "MainPID"))
+    assert first != 0
+    rss_running = _rss_kib(container, first)
+    memory_running = _memory(container)
+    _, warm, _ = curl(container, "http://127.0.0.1:8080/health")
+
+    wait_until(
+        lambda: _show(container, "ActiveState") == "inactive", timeout=60, what="the idle stop"
+    )
+    assert _show(container, "Result") == "success"  # exited 0 by itself: not failed
+    assert _show(container, "MainPID") == "0"  # no process left: zero process memory
+    assert _show(container, "ActiveState", "hello.socket") == "active"
+    assert _show(container, "SubState", "hello.socket") == "listening"
+    memory_idle = _memory(container)
+    journal = container.journal("hello.service")
+    assert "idle for 1 s with no connection open" in journal, journal
+
+    status, cold, body = curl(container, "http://127.0.0.1:8080/health")
+    assert status == 200, body
+    second = int(_show(container, "MainPID"))
+    assert second not in (0, first)  # a new process, started by the socket
+    assert _show(container, "NRestarts") == "0"  # started by the socket, not Restart=
+    wait_until(
+        lambda: _show(container, "ActiveState") == "inactive", timeout=60, what="a second stop"
+    )
+    assert _show(container, "NRestarts") == "0"
+    assert _show(container, "Result") == "success"
+
+    figure("idle stop: main process RSS while running", f"{rss_running / 1024:.1f} MiB")
+    figure("idle stop: MemoryCurrent running / after idle", f"{memory_running} / {memory_idle}")
+    figure("idle stop: request to the running app", f"{warm * 1000:.0f} ms")
+    figure("idle stop: first request after idle (cold start)", f"{cold * 1000:.0f} ms")
