@@ -68,3 +68,40 @@ def test_idle_service_stops_and_the_next_request_starts_it(
     figure("idle stop: MemoryCurrent running / after idle", f"{memory_running} / {memory_idle}")
     figure("idle stop: request to the running app", f"{warm * 1000:.0f} ms")
     figure("idle stop: first request after idle (cold start)", f"{cold * 1000:.0f} ms")
+
+
+# Requests spaced around the idle time, so some arrive while an instance is stopping: each is
+# queued in the socket's backlog and served (by this instance or the next), none refused.
+SPACED_CLIENT = r"""
+import http.client, json, sys, time
+ok, failed, errors = 0, 0, []
+for gap in [float(g) for g in sys.argv[1:]]:
+    time.sleep(gap)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", 8080, timeout=30)
+        conn.request("GET", "/health", headers={"Connection": "close"})
+        response = conn.getresponse()
+        response.read()
+        ok, failed = (ok + 1, failed) if response.status == 200 else (ok, failed + 1)
+    except Exception as err:
+        failed += 1
+        errors.append(f"{type(err).__name__}: {err}")
+print(json.dumps({"ok": ok, "failed": failed, "errors": errors[:3]}))
+"""
+
+
+def test_requests_during_idle_stops_are_all_served(
+    container: Container, figure: Callable[[str, str], None]
+) -> None:
+    python = install_app(container, example_spec(idle_stop_sec=1))
+    # Mostly about the idle time (racing the stop), every fourth well past it (a sure stop).
+    gaps = [str(2.5 if i % 4 == 3 else 1.0 + 0.1 * (i % 4)) for i in range(12)]
+    result = container.run([python, "-c", SPACED_CLIENT, *gaps], timeout=120).stdout
+    print(result)
+    journal = container.journal("hello.service")
+    stops = journal.count("with no connection open (idle_stop_sec)")
+    figure("idle stop: 12 requests 1.0-2.5 s apart", f"{result.strip()}, {stops} idle stops")
+    assert '"failed": 0' in result, result
+    assert stops >= 3, journal  # the later requests were served by instances started again
+    assert _show(container, "ActiveState", "hello.socket") == "active"
+    assert _show(container, "NRestarts") == "0"
