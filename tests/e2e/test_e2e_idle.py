@@ -105,3 +105,30 @@ def test_requests_during_idle_stops_are_all_served(
     assert stops >= 3, journal  # the later requests were served by instances started again
     assert _show(container, "ActiveState", "hello.socket") == "active"
     assert _show(container, "NRestarts") == "0"
+
+
+def test_workers_idle_out_each_on_its_own(container: Container) -> None:
+    install_app(container, example_spec(workers=2, idle_stop_sec=1))
+    units = ["hello@1.service", "hello@2.service"]
+    wait_until(
+        lambda: all(_show(container, "ActiveState", unit) == "inactive" for unit in units),
+        timeout=60,
+        what="both instances' idle stops",
+    )
+    for unit in units:
+        assert _show(container, "Result", unit) == "success"
+        socket = unit.replace(".service", ".socket")
+        assert _show(container, "SubState", socket) == "listening"
+    # Each instance's own socket starts it again: a request to each (reuseport spreads new
+    # connections by hash, so a handful reaches both), then each idles out again.
+    for _ in range(8):
+        assert curl(container, "http://127.0.0.1:8080/health")[0] == 200
+    wait_until(
+        lambda: (
+            all(_show(container, "NRestarts", unit) == "0" for unit in units)
+            and all(_show(container, "ActiveState", unit) == "inactive" for unit in units)
+        ),
+        timeout=60,
+        what="the instances to idle out again",
+    )
+    assert container.journal("hello@1.service").count("(idle_stop_sec)") >= 1
