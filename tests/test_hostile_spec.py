@@ -134,6 +134,7 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
         max_size=3,
     ),
     "watchdog_sec": st.integers(0, 3600),
+    "idle_stop_sec": st.integers(0, 86400),
     "timeout_stop_sec": st.integers(1, 3600),
     "restart": st.sampled_from(["no", "on-success", "on-failure", "on-abnormal", "always"]),
     "hardening": st.sampled_from(["strict", "relaxed"]),
@@ -161,7 +162,9 @@ HOSTILE["listen"] = st.one_of(st.lists(st.one_of(listener, hostile, wrong_type))
 HOSTILE["environment"] = st.dictionaries(
     st.one_of(hostile, st.text(max_size=5)), st.one_of(hostile, wrong_type), max_size=3
 )
-HOSTILE["watchdog_sec"] = HOSTILE["workers"] = st.one_of(st.integers(-(2**65), 2**65), wrong_type)
+HOSTILE["watchdog_sec"] = HOSTILE["workers"] = HOSTILE["idle_stop_sec"] = st.one_of(
+    st.integers(-(2**65), 2**65), wrong_type
+)
 assert set(VALID) == KNOWN_KEYS, "a new field needs a strategy here"
 
 

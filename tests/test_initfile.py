@@ -23,3 +23,12 @@ def test_every_tls_field_is_in_the_template_and_parses_uncommented() -> None:
     assert spec.tls.ca_passphrase_file == "/root/ca.pass"
     assert spec.tls.cert == "/srv/app/c.pem"
     assert tomllib.loads(text)["tls"] == {"cert": "c.pem", "key": "k.pem"}  # the rest commented
+
+
+def test_idle_stop_is_in_the_template_commented_out_and_parses_uncommented() -> None:
+    text = render_init(InitRequest("app", "app:Root"))
+    assert "idle_stop_sec" not in tomllib.loads(text)  # off unless asked for
+    [line] = [line for line in text.splitlines() if line.startswith("# idle_stop_sec =")]
+    assert "only under systemd" in line  # nothing else would start it again
+    table = tomllib.loads(text.replace(line, line.removeprefix("# ")))
+    assert parse_spec(table, "/srv/app").idle_stop_sec == 300

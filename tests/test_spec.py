@@ -27,6 +27,7 @@ def test_defaults_are_filled_in() -> None:
     assert spec.listeners == (Listener("http", False, port=8080),)
     assert spec.network is True
     assert spec.watchdog_sec == 30
+    assert spec.idle_stop_sec == 0  # scale to zero is opt-in
 
 
 @pytest.mark.parametrize(
@@ -82,6 +83,12 @@ def test_listener_table_form_with_tls_flag() -> None:
         ({"user": "www-data:" + "g" * 32}, "user"),
         ({"watchdog_sec": -1}, "watchdog_sec"),
         ({"watchdog_sec": True}, "watchdog_sec"),
+        ({"idle_stop_sec": -1}, "idle_stop_sec"),
+        ({"idle_stop_sec": 86401}, "idle_stop_sec"),
+        ({"idle_stop_sec": "5m"}, "idle_stop_sec"),
+        ({"idle_stop_sec": 1}, "idle_stop_sec"),  # a trickle of clients trips StartLimitBurst=
+        ({"idle_stop_sec": 60, "restart": "always"}, "idle_stop_sec"),  # a restart loop
+        ({"idle_stop_sec": 60, "restart": "on-success"}, "idle_stop_sec"),
         ({"network": "no"}, "network"),
         ({"restart": "sometimes"}, "restart"),
         ({"hardening": "none"}, "hardening"),
@@ -176,6 +183,7 @@ def test_resolved_description_round_trips() -> None:
         user="www-data:www-data",
         config="/etc/app.conf",
         environment_file="/etc/default/app",
+        idle_stop_sec=600,
     )
     again = parse_spec(tomllib.loads(spec_to_toml(spec)), "/elsewhere")
     assert again == spec

@@ -258,6 +258,12 @@ FIELDS = (
           check=_plain(checks._outbound)),
     Field("watchdog_sec", "integer", "`WatchdogSec=`; pings only while the app answers (0 = off)",
           "restart the app when it stops answering this long", 30, low=0, high=3600),
+    Field("idle_stop_sec", "integer", "scale to zero: after this long with no open connection "
+          "the app exits 0 (`STOPPING=1`), its sockets keep listening and the next connection "
+          "starts it again; each worker on its own; 0 = off, else at least 2; ignored when "
+          "`cpsysd serve` runs without socket activation; not with `restart = \"always\"`",
+          "exit after this long with no connection, the next starts it; only under systemd",
+          0, 300, False, low=0, high=86400),
     Field("timeout_stop_sec", "integer", "how long in-flight requests may finish on stop",
           "how long in-flight requests may finish on stop", 30, low=1, high=3600),
     Field("restart", "string", "`Restart=`", "systemd Restart=", "on-failure", choices=Restart),

@@ -108,8 +108,35 @@ def parse_spec(table: Mapping[str, Any], base_dir: str, source: str | None = Non
             f"needs a name without ':' (StateDirectory={spec.name} would mean SOURCE:SYMLINK)",
             "rename the app, or set state_directory = false",
         )
+    _check_idle_stop(spec)
     _check_sections(spec)
     return spec
+
+
+# systemd refuses a unit's 6th start within 10 s (DefaultStartLimitBurst=5,
+# DefaultStartLimitIntervalSec=10s, systemd-system.conf(5)), socket-triggered starts included, and
+# then leaves the socket failed: a start every idle period plus a cold start must stay above 2 s.
+IDLE_STOP_MIN = 2
+
+
+def _check_idle_stop(spec: AppSpec) -> None:
+    if not spec.idle_stop_sec:
+        return
+    if spec.idle_stop_sec < IDLE_STOP_MIN:
+        raise SpecError(
+            "idle_stop_sec",
+            f"{spec.idle_stop_sec} s would let a steady trickle of clients start the app more "
+            "than 5 times in 10 s, which systemd refuses (StartLimitBurst=)",
+            f"use 0 (off) or at least {IDLE_STOP_MIN}",
+        )
+    if spec.restart in (Restart.ALWAYS, Restart.ON_SUCCESS):
+        # The idle exit is a clean exit 0: systemd would start the app again at once, for ever.
+        raise SpecError(
+            "idle_stop_sec",
+            f"cannot stop an app that restart = {spec.restart.value!r} starts again on a clean "
+            "exit",
+            'use restart = "on-failure", or idle_stop_sec = 0',
+        )
 
 
 def _check_listeners(spec: AppSpec) -> None:

@@ -123,6 +123,7 @@ class AppSpec:
     network: bool = True
     outbound: tuple[str, ...] = ()  # IPAddressAllow= beyond localhost, when network is true
     watchdog_sec: int = 30
+    idle_stop_sec: int = 0  # 0: never; else exit 0 after this long with no connection
     timeout_stop_sec: int = 30
     restart: Restart = Restart.ON_FAILURE
     hardening: Hardening = Hardening.STRICT

@@ -198,12 +198,16 @@ def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> in
     journal.configure_logging(sink, served.log_screen)
     engine = cherrypy.engine
     _quiet_cherrypy_defaults(engine, bindings)
-    servers = _make_servers(spec, bindings)
+    connections = _idle_stop_connections(spec, bindings)
+    servers = _make_servers(spec, bindings, connections)
     host_plugins = _host_plugins(args, engine)
     status_text = plugins.serving_status(spec.name, servers)
     for item in servers:
         item.subscribe()
-    plugins.NotifyPlugin(engine, status_text).subscribe()
+    notifier = plugins.NotifyPlugin(engine, status_text)
+    notifier.subscribe()
+    if connections is not None:
+        plugins.IdleStopPlugin(engine, connections, spec.idle_stop_sec, notifier).subscribe()
     plugins.GracefulStopPlugin(engine, servers, spec.timeout_stop_sec).subscribe()
     _subscribe_watchdog(engine, servers, status_text)
     for plugin in host_plugins:
@@ -232,11 +236,29 @@ def _quiet_cherrypy_defaults(engine: Any, bindings: list[Binding]) -> None:
         extra.unsubscribe()  # server.NAME.* config: cpsysd serves only the described listeners
 
 
-def _make_servers(spec: AppSpec, bindings: list[Binding]) -> list[Any]:
+def _idle_stop_connections(spec: AppSpec, bindings: list[Binding]) -> Any:
+    """The connection count ``idle_stop_sec`` watches, or None when it is off. Only with the
+    sockets systemd passed: an app that bound its own would exit for good, as nothing would
+    start it again."""
+    import cherrypy
+
+    from cpsysd.runtime import server
+
+    if not spec.idle_stop_sec:
+        return None
+    if not all(binding.adopted for binding in bindings):
+        cherrypy.log("idle_stop_sec is ignored without socket activation", "CPSYSD")
+        return None
+    return server.OpenConnections()
+
+
+def _make_servers(spec: AppSpec, bindings: list[Binding], connections: Any = None) -> list[Any]:
     from cpsysd.runtime import server
 
     return [
-        server.ListenerServer(binding, _tls_adapter(spec) if binding.tls else None)
+        server.ListenerServer(
+            binding, _tls_adapter(spec) if binding.tls else None, open_connections=connections
+        )
         for binding in bindings
     ]
 

@@ -5,7 +5,10 @@ at 25, Daemonizer starts at 65, PIDFile at 70, DropPrivileges at 77):
 
 - start 80, :class:`NotifyPlugin`: ``READY=1`` and ``STATUS=`` once every server accepts.
 - start 85 / stop 5, :class:`WatchdogPlugin`: pings only while the app answers.
-- stop 10, :class:`NotifyPlugin`: ``STOPPING=1``.
+- start 90 / stop 5, :class:`IdleStopPlugin` (``idle_stop_sec``): after that long with no open
+  connection, the engine exits from its thread (the stop below, then exit 0); systemd's sockets
+  keep listening and the next connection starts the service again.
+- stop 10, :class:`NotifyPlugin`: ``STOPPING=1``, with the reason when the stop is an idle one.
 - stop 20, :class:`GracefulStopPlugin`: every server stops accepting at once and closes idle
   keep-alive connections; the servers' own stop (25) then waits for in-flight requests until
   one shared deadline (``timeout_stop_sec`` minus a margin, so we exit before systemd's
@@ -30,7 +33,7 @@ from cpsysd.errors import CpsysdError
 from cpsysd.runtime import notify
 from cpsysd.runtime.app import ServedApp, reload_config
 from cpsysd.runtime.journal import AccessSink, configure_logging
-from cpsysd.runtime.server import ListenerServer
+from cpsysd.runtime.server import ListenerServer, OpenConnections
 from cpsysd.runtime.watchdog import Watchdog
 
 STOP_MARGIN = 1.0  # seconds kept from TimeoutStopSec= for exiting after the last request
@@ -47,6 +50,7 @@ class NotifyPlugin(SimplePlugin):  # type: ignore[misc]
     def __init__(self, bus: Any, status_text: str) -> None:
         super().__init__(bus)
         self.status_text = status_text
+        self.stop_reason: str | None = None  # the STATUS= sent with STOPPING=1, when not SIGTERM
 
     def start(self) -> None:
         notify.ready(self.status_text)
@@ -54,7 +58,10 @@ class NotifyPlugin(SimplePlugin):  # type: ignore[misc]
     start.priority = 80  # type: ignore[attr-defined]
 
     def stop(self) -> None:
-        notify.stopping()
+        if self.stop_reason is None:
+            notify.stopping()
+        else:
+            notify.stopping(self.stop_reason)
 
     stop.priority = 10  # type: ignore[attr-defined]
 
@@ -101,6 +108,54 @@ class WatchdogPlugin(SimplePlugin):  # type: ignore[misc]
         self.watchdog.stop()
 
     stop.priority = 5  # type: ignore[attr-defined]
+
+
+class IdleStopPlugin(SimplePlugin):  # type: ignore[misc]
+    """Exit once no connection has been open for ``idle_sec`` (see the module docstring).
+
+    The check runs in a thread of its own which then runs ``bus.exit()`` itself. It is not a
+    daemon thread: the main thread's ``bus.block()`` waits for it to finish the exit channel
+    before the process exits. A connection accepted between the check and the stop is served
+    like one during a SIGTERM stop; one still in systemd's queue starts the next instance.
+    """
+
+    def __init__(
+        self, bus: Any, connections: OpenConnections, idle_sec: float, notifier: NotifyPlugin
+    ) -> None:
+        super().__init__(bus)
+        self.connections = connections
+        self.idle_sec = idle_sec
+        self.notifier = notifier
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stopped.clear()
+        self._thread = threading.Thread(target=self._watch, name="cpsysd-idle-stop")
+        self._thread.start()
+
+    start.priority = 90  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        self._stopped.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    stop.priority = 5  # type: ignore[attr-defined]
+
+    def _watch(self) -> None:
+        while not self._stopped.is_set():
+            remaining = self.idle_sec - self.connections.idle_for()
+            if remaining > 0 or self.bus.state != states.STARTED:
+                # A connection may open and close meanwhile: look again at most a second later.
+                self._stopped.wait(min(1.0, max(remaining, 0.1)))
+                continue
+            reason = f"idle for {self.idle_sec:g} s with no connection open (idle_stop_sec)"
+            self.notifier.stop_reason = f"Stopping: {reason}; the next connection starts it again"
+            self.bus.log(f"Stopping: {reason}")
+            self.bus.exit()
+            return
 
 
 class Reloader:

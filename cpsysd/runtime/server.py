@@ -62,6 +62,33 @@ DEFAULTS: dict[str, int] = {
 _V4_MAPPED = "::ffff:"
 
 
+class OpenConnections:
+    """How many client connections are open across every listener, and since when none is:
+    what ``idle_stop_sec`` measures. A connection counts from accept() to close(), so a request
+    in flight and an idle keep-alive connection both keep the app from idling out."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = 0
+        self._idle_since = time.monotonic()
+
+    def opened(self) -> None:
+        with self._lock:
+            self._open += 1
+
+    def closed(self) -> None:
+        with self._lock:
+            self._open -= 1
+            if not self._open:
+                self._idle_since = time.monotonic()
+
+    def idle_for(self) -> float:
+        """Seconds since the last connection closed (since start if none came); 0 while any
+        is open."""
+        with self._lock:
+            return time.monotonic() - self._idle_since if not self._open else 0.0
+
+
 class _Connection(HTTPConnection):
     """A connection with TCP_NODELAY, whose ``remote_addr`` shows a v4-mapped IPv6 address
     (``::ffff:127.0.0.1``, what accept() returns for IPv4 clients of a dual-stack socket,
@@ -69,16 +96,30 @@ class _Connection(HTTPConnection):
     per connection, not per request."""
 
     _remote_addr: str | None = None
+    _counted: OpenConnections | None = None
 
     def __init__(self, server: Any, sock: socket.socket, makefile: Any = MakeFile) -> None:
         super().__init__(server, sock, makefile)
         # Per instance: CherryPy's CPWSGIServer.__init__ sets the class attribute to its own.
         self.RequestHandlerClass = GuardedRequest
+        self._counted = server.open_connections
+        if self._counted is not None:
+            self._counted.opened()
         if sock.family != socket.AF_UNIX:
             # The listener's TCP_NODELAY reaches only connections established after it was
             # set: the very connection that made systemd start us (queued while we started)
             # would otherwise wait ~40 ms on every keep-alive response (Nagle, tcp(7)).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def close(self) -> None:
+        # cheroot may close a connection twice (a worker, then the selector's clean-up); it is
+        # counted once.
+        counted, self._counted = self._counted, None
+        try:
+            super().close()
+        finally:
+            if counted is not None:
+                counted.closed()
 
     @property
     def remote_addr(self) -> str | None:
@@ -161,9 +202,16 @@ class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
 
     ConnectionClass = _Connection
 
-    def __init__(self, adapter: ListenerServer, binding: Binding, ssl_adapter: Any = None) -> None:
+    def __init__(
+        self,
+        adapter: ListenerServer,
+        binding: Binding,
+        ssl_adapter: Any = None,
+        open_connections: OpenConnections | None = None,
+    ) -> None:
         super().__init__(adapter)
         self.binding = binding
+        self.open_connections = open_connections  # counted only for idle_stop_sec
         self.requests = _WorkerPool(
             self,
             min=adapter.thread_pool or 1,
@@ -246,7 +294,11 @@ class ListenerServer(Server):  # type: ignore[misc]
     ``cherrypy.server`` (start at priority 75, stop at 25), without port-free/occupied waits."""
 
     def __init__(
-        self, binding: Binding, ssl_adapter: Any = None, template: Server | None = None
+        self,
+        binding: Binding,
+        ssl_adapter: Any = None,
+        template: Server | None = None,
+        open_connections: OpenConnections | None = None,
     ) -> None:
         super().__init__()
         template = template if template is not None else cherrypy.server
@@ -258,7 +310,7 @@ class ListenerServer(Server):  # type: ignore[misc]
         self.bind_addr = (
             binding.address if binding.sock.family == socket.AF_UNIX else tuple(sockname[:2])
         )
-        self.httpserver = ListenerHTTPServer(self, binding, ssl_adapter)
+        self.httpserver = ListenerHTTPServer(self, binding, ssl_adapter, open_connections)
 
     @property
     def description(self) -> str:
