@@ -15,6 +15,7 @@ APT_PACKAGES=(
   debhelper dh-python devscripts lintian build-essential fakeroot
   pybuild-plugin-pyproject python3-all python3-hatchling
   python3-cherrypy3 python3-systemd python3-jinja2 python3-cryptography python3-typer
+  ansible-core ansible-lint  # cpsysd export ansible: tests/test_ansible.py, tests/e2e/test_e2e_ansible.py
   uwsgi-core uwsgi-plugin-python3  # bench/: the uWSGI baseline
   strace  # test_tls_files.py: keys opened 0600 with O_EXCL; test_hostile_faults.py: SIGKILL at each step
   systemd dbus procps passwd tar  # cpsysd.harness.container / tests/e2e: systemd in a container, ps, useradd

@@ -137,6 +137,14 @@ def render_template(name: str, **context: Any) -> str:
     return _environment().get_template(name).render(**context)
 
 
+def template_source(name: str) -> str:
+    """The text of a file of ``units/`` as it is, not rendered: files that are Jinja for
+    another program (Ansible's tasks and templates) and must reach it unchanged."""
+    env = _environment()
+    assert env.loader is not None
+    return env.loader.get_source(env, name)[0]
+
+
 def comment_text(text: str) -> str:
     """Text safe inside a ``#`` comment line: control characters shown as escapes."""
     return escape.escape_specifiers(
