@@ -308,6 +308,22 @@ def _app_files(
     return files, outcome
 
 
+def check_app_version(app: AppInterpreter, version: str | None = None) -> None:
+    """Raise :class:`SpecError` when ``app`` is another Python version than the container's
+    ``/usr/bin/python3`` (``version``; by default asked of this host's, which is the same file:
+    the container's root is an overlay of this machine's)."""
+    if version is None:
+        asked = capture([SYSTEM_PYTHON, "-I", "-c", _ASK_PATH], timeout=60)
+        version = str(json.loads(asked.stdout)[0]) if asked.status == 0 else app.version
+    if app.version != version:
+        raise SpecError(
+            "python",
+            f"{app.python} is Python {app.version}, but services in the container run "
+            f"{SYSTEM_PYTHON} (Python {version}), where the app's packages would not load",
+            f"make the app's virtualenv with {SYSTEM_PYTHON} -m venv",
+        )
+
+
 def provision(box: Container) -> str:
     """Create :data:`VENV` inside ``box`` with this cpsysd and its run-time dependencies;
     returns the virtualenv's interpreter (which DynamicUser services can execute)."""
@@ -318,13 +334,8 @@ def provision_venv(box: Container, app: AppInterpreter | None = None) -> Provisi
     """:func:`provision`, plus the distributions of ``app`` that cpsysd's closure lacks. Raises
     :class:`SpecError` when ``app`` is another Python version than the container's."""
     version, system_paths = _probe(box)
-    if app is not None and app.version != version:
-        raise SpecError(
-            "python",
-            f"{app.python} is Python {app.version}, but services in the container run "
-            f"{SYSTEM_PYTHON} (Python {version}), where the app's packages would not load",
-            f"make the app's virtualenv with {SYSTEM_PYTHON} -m venv",
-        )
+    if app is not None:
+        check_app_version(app, version)
     files, use_system, ours = _own_files(system_paths)
     app_files, outcome = _app_files(app, ours, system_paths) if app else ([], Provisioned(""))
     venv_argv = [SYSTEM_PYTHON, "-m", "venv", "--without-pip", VENV]

@@ -28,7 +28,13 @@ from cpsysd.description.toml import spec_to_toml
 from cpsysd.errors import ERROR_PREFIX, HarnessError
 from cpsysd.harness.commands import ContainerCommandError
 from cpsysd.harness.container import Container, available, leftovers
-from cpsysd.harness.provision import AppInterpreter, Provisioned, ask_interpreter, provision_venv
+from cpsysd.harness.provision import (
+    AppInterpreter,
+    Provisioned,
+    ask_interpreter,
+    check_app_version,
+    provision_venv,
+)
 from cpsysd.host.preflight import check_preflight
 from cpsysd.render.workers import service_template_name
 
@@ -169,8 +175,11 @@ def try_app(spec: AppSpec, progress: Callable[[str], None] = lambda _: None) -> 
     reason = available()
     if reason:
         raise HarnessError(f"cpsysd try cannot run here: {reason}")
-    check_preflight(spec, copied=True)  # an app that cannot start: said before anything boots
+    # Before anything boots: an interpreter try cannot use at all (missing, another Python
+    # version than the container's), then an app that cannot start (the preflight).
     app = ask_interpreter(spec.python)
+    check_app_version(app)
+    check_preflight(spec, copied=True)
     report = TryReport(spec.name)
     box = Container(f"try-{spec.name[:24]}-{os.getpid()}")
     progress("booting systemd in an ephemeral container")

@@ -122,9 +122,8 @@ def test_a_missing_interpreter_is_one_line_before_any_container(
     assert result.returncode == 2
     assert result.stdout == ""  # nothing booted
     assert result.stderr.count("\n") == 1
-    # The preflight (before anything boots) finds it now, in the words verify and install use.
-    assert result.stderr.startswith(f"cpsysd: error: python: {missing} does not exist")
-    assert "set python to the absolute path of the interpreter" in result.stderr
+    assert result.stderr.startswith(f"cpsysd: error: python: {missing} does not exist on this host")
+    assert "set python to the interpreter that has the app's packages" in result.stderr
 
 
 def _other_python() -> str | None:
