@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE
 from scalekit import nginx_problems, nginx_test
 
 from cpsysd.description.load import load_spec, parse_spec
 from cpsysd.errors import SpecError
 from cpsysd.host.exporting import export_ansible
 from cpsysd.targets.ansible import fleet_of, host_spec, render_role
+from tests.conftest import EXAMPLE
 
 ANSIBLE = shutil.which("ansible-playbook")
 needs_ansible = pytest.mark.skipif(ANSIBLE is None, reason="scripts/setup.sh installs ansible-core")
