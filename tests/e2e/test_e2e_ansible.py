@@ -255,11 +255,12 @@ def test_fleet_through_ansible(fleet: Fleet, figure: Callable[[str, str], None])
     assert broken.returncode != 0, broken.output[-6000:]
     assert broken.recap["app2"]["failed"] == 1, broken.recap
     assert broken.recap.get("app3", {}).get("changed", 0) == 0, broken.recap
-    assert "did not come back on app2" in broken.output
+    # cpsysd install's preflight imports the new code before it writes a unit: the play stops at
+    # app2's install with the app's own error, and app2's running service keeps the old release.
+    assert "this release needs /etc/hello/feature.ok" in broken.output
     assert counts["failed"] == 0, counts
     assert counts["ok"] < LIMIT, counts
     figure("ansible: release broken on host 2, requests through the front", str(counts))
     assert greeting(front, APPS["app1"]) == "Hi"
     assert greeting(front, APPS["app3"]) == "Howdy"
-    refused = front.run(["curl", "-sS", "-m", "5", f"http://{APPS['app2']}:8080/"], check=False)
-    assert refused.returncode == 7, refused  # out of service: the connection is refused
+    assert greeting(front, APPS["app2"]) == "Howdy"
