@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import ssl
 import time
 from typing import Any
@@ -37,6 +38,8 @@ HEADER_DEADLINE = 10.0
 HEADER_CAP = 1024 * 1024
 RETRY_AFTER = 1  # seconds, in the 503's Retry-After (RFC 9110 section 10.2.3)
 _END = b"\r\n\r\n"
+# A request line starts with a method, a token (RFC 9110 sections 5.6.2 and 9.1), and a space.
+_REQUEST_START = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{0,32}(?: |\Z)")
 _PIECE = 65536
 
 
@@ -144,6 +147,11 @@ class GatedConnections(BackoffConnections):
         while head.startswith(b"\r\n"):  # RFC 9112 2.2: ignore empty lines before a request
             del head[:2]
             seen = 0
+        if not _REQUEST_START.match(head):
+            # not HTTP at all (a TLS ClientHello on a plain port starts with 0x16): refused
+            # now, as cheroot's parser would, instead of waiting for a header block
+            answer_and_close(conn, "400 Bad Request")
+            return
         if head.find(_END, max(0, seen - 3)) >= 0 or len(head) > limit:
             # too long: cheroot's parser finds the limit in the buffer and answers 413/414
             conn.head_started = None
