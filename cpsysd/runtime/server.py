@@ -263,16 +263,28 @@ class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
 
 
 def _bytes_moved(conn: Any) -> int:
-    """What a request thread's connection has read and written so far, plus what waits in the
-    kernel's send queue (SIOCOUTQ, tcp(7)/unix(7)): a response written to a slow reader
-    changes it while the thread is still inside one blocking send()."""
+    """What a request thread's connection has moved so far: what cheroot counted, plus what
+    the kernel counts, since a response to a slow reader is written in one blocking send()
+    that cheroot counts only when it returns."""
     moved = int(getattr(conn.rfile, "bytes_read", 0)) + int(getattr(conn.wfile, "bytes_written", 0))
     try:
-        queued = fcntl.ioctl(conn.socket.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-        moved += int(struct.unpack("i", queued)[0])
+        sock = conn.socket
+        if sock.family == socket.AF_UNIX:
+            # unix(7) SIOCOUTQ: bytes not yet read by the peer; it shrinks as the peer reads
+            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            return moved + int(struct.unpack("i", queued)[0])
+        # struct tcp_info (linux/tcp.h, Linux >= 4.1): tcpi_bytes_acked and
+        # tcpi_bytes_received, the u64s at offsets 120 and 128, grow while bytes move
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LENGTH)
+        if len(info) >= _TCP_INFO_LENGTH:
+            acked, received = struct.unpack_from("QQ", info, 120)
+            moved += acked + received
     except (OSError, ValueError, AttributeError):
         pass
     return moved
+
+
+_TCP_INFO_LENGTH = 136
 
 
 class ListenerServer(Server):  # type: ignore[misc]
