@@ -17,7 +17,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runtimekit import APP_SOURCE, CPSYSD, NotifyReceiver, Proc, free_port, get, get_json, write_app
+from runtimekit import (
+    APP_SOURCE,
+    CPSYSD,
+    NotifyReceiver,
+    Proc,
+    free_port,
+    get,
+    get_json,
+    wait_listening,
+    write_app,
+)
+from test_tls_serve import client_context, pki, tls_table  # noqa: F401 - pki is a fixture
 
 CROWD = 200
 BOUND = 2.0  # generous: before the change a normal request waited the full socket_timeout (10 s)
@@ -31,23 +42,31 @@ APP = (
 )
 
 
-def serve(directory: Path, conf: str = "", env: dict[str, str] | None = None) -> Proc:
+def serve(
+    directory: Path, conf: str = "", env: dict[str, str] | None = None, extra: str = ""
+) -> Proc:
     """``cpsysd serve`` on 127.0.0.1:PORT with CherryPy's defaults (10 request threads) plus
-    ``conf``, lines for app.conf's [global]."""
+    ``conf``, lines for app.conf's [global]; ``extra``: lines for the description."""
     port = free_port()
-    description = write_app(directory, [f"127.0.0.1:{port}"], app_source=APP)
+    listen = f"127.0.0.1:{port}" + ("=https" if extra else "")  # a TLS listener's name
+    description = write_app(directory, [listen], app_source=APP, extra=extra)
     config = directory / "app.conf"
     config.write_text(config.read_text().replace("server.thread_pool = 2\n", conf))
     proc = Proc([*CPSYSD, "serve", "-c", str(description)], directory / "serve.log", env, directory)
     proc.address = f"127.0.0.1:{port}"  # type: ignore[attr-defined]
     proc.port = port  # type: ignore[attr-defined]
-    get_json(proc.address)  # type: ignore[attr-defined]
+    if extra:
+        wait_listening(proc.address)  # type: ignore[attr-defined]
+    else:
+        get_json(proc.address)  # type: ignore[attr-defined]
     return proc
 
 
 @contextlib.contextmanager
-def server(directory: Path, conf: str = "", env: dict[str, str] | None = None) -> Iterator[Proc]:
-    proc = serve(directory, conf, env)
+def server(
+    directory: Path, conf: str = "", env: dict[str, str] | None = None, extra: str = ""
+) -> Iterator[Proc]:
+    proc = serve(directory, conf, env, extra)
     try:
         yield proc
     finally:
@@ -136,6 +155,28 @@ def test_a_normal_client_is_served_while_200_slow_clients_stay(tmp_path: Path, k
         assert max(durations) < BOUND
         print(f"\n{kind}: {CROWD} slow connections, normal client {p99(durations)}")
         assert closed[0] == 0, "slow clients inside the deadline were cut"
+
+
+def test_silent_clients_do_not_stall_tls_handshakes(tmp_path: Path, pki: Path) -> None:  # noqa: F811
+    # cheroot ran each TLS handshake in the accepting thread, up to socket_timeout (10 s) for
+    # a client that sends nothing: 20 silent clients stopped every new HTTPS connection
+    with server(tmp_path / "app", extra=tls_table(pki)) as proc, crowd(proc.port, "silent"):  # type: ignore[attr-defined]
+        durations = []
+        for _ in range(20):
+            start = time.monotonic()
+            conn = http.client.HTTPSConnection(
+                "localhost", proc.port, context=client_context(pki), timeout=BOUND
+            )
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                assert (response.status, response.read()) == (200, b"hello\n")
+            except TimeoutError:
+                pytest.fail(f"an HTTPS request got no answer within {BOUND} s")
+            finally:
+                conn.close()
+            durations.append(time.monotonic() - start)
+        print(f"\nTLS: {CROWD} silent connections, normal client {p99(durations)}")
 
 
 def test_a_trickled_header_block_is_cut_at_the_deadline(tmp_path: Path) -> None:

@@ -130,6 +130,11 @@ class GatedConnections(BackoffConnections):
     def admit(self, conn: Any) -> None:
         """A new connection, a kept-alive one that became readable, or one with buffered data:
         pass it to the pool once its header block is complete, else wait on its socket."""
+        if getattr(conn, "head_started", None) is None:
+            conn.head_started = time.monotonic()
+        handshaking = isinstance(conn.socket, ssl.SSLSocket) and not getattr(conn, "tls_ready", 0)
+        if handshaking and not self._handshake(conn):
+            return
         rfile = conn.rfile
         if not _can_prepend(rfile):
             dispatch(self.server, conn)  # an unknown reader: cheroot's blocking way
@@ -138,8 +143,6 @@ class GatedConnections(BackoffConnections):
         seen = len(head)  # searched for the end already
         if rfile.has_data():
             _take_buffered(rfile, head)
-        if getattr(conn, "head_started", None) is None:
-            conn.head_started = time.monotonic()
         limit = int(self.server.max_request_header_size or 0) or HEADER_CAP
         if not _read_available(conn.socket, head, limit, float(self.server.timeout)):
             conn.close()
@@ -160,6 +163,27 @@ class GatedConnections(BackoffConnections):
             return
         conn.last_used = time.time()  # the idle expiry below must not cut a header in progress
         self._selector.register(conn.socket.fileno(), 1, conn)  # selectors.EVENT_READ
+
+    def _handshake(self, conn: Any) -> bool:
+        """Advance a TLS handshake without blocking (tls.py leaves it to us); True once done.
+        The header deadline covers it: a silent TLS client is cut like a silent one."""
+        sock = conn.socket
+        sock.settimeout(0.0)
+        try:
+            sock.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            conn.last_used = time.time()
+            self._selector.register(sock.fileno(), 1, conn)  # selectors.EVENT_READ
+            return False
+        except (OSError, ValueError):
+            conn.close()  # a failed handshake, or plain HTTP on a TLS port
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(float(self.server.timeout))
+        conn.tls_ready = True
+        conn.ssl_env = self.server.ssl_adapter.get_environ(sock)
+        return True
 
     def _expire(self, threshold: float) -> None:
         # cheroot calls this about every expiration_interval (0.5 s) from its selector loop.
