@@ -55,10 +55,14 @@ def serve(
     proc = Proc([*CPSYSD, "serve", "-c", str(description)], directory / "serve.log", env, directory)
     proc.address = f"127.0.0.1:{port}"  # type: ignore[attr-defined]
     proc.port = port  # type: ignore[attr-defined]
-    if extra:
-        wait_listening(proc.address)  # type: ignore[attr-defined]
-    else:
-        get_json(proc.address)  # type: ignore[attr-defined]
+    try:
+        if extra:
+            wait_listening(proc.address)  # type: ignore[attr-defined]
+        else:
+            get_json(proc.address)  # type: ignore[attr-defined]
+    except BaseException:
+        proc.stop()  # a server that never answered is not left running
+        raise
     return proc
 
 
