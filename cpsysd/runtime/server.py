@@ -16,8 +16,11 @@ as plain IPv4. :class:`ListenerServer` is the CherryPy ServerAdapter for it, wit
 
 from __future__ import annotations
 
+import fcntl
 import queue
 import socket
+import struct
+import termios
 import threading
 import time
 from typing import Any
@@ -29,8 +32,8 @@ from cheroot.workers import threadpool
 from cherrypy._cpserver import Server
 from cherrypy._cpwsgi_server import CPWSGIServer
 
-from cpsysd.runtime.accepting import BackoffConnections
 from cpsysd.runtime.framing import MAX_HEADER_COUNT, GuardedRequest
+from cpsysd.runtime.gate import RETRY_AFTER, GatedConnections, answer_and_close
 from cpsysd.runtime.listeners import Binding
 
 # CherryPy `server.*` settings copied from cherrypy.server (where the app's [global] config puts
@@ -54,10 +57,14 @@ TUNABLES = (
 )
 # Where the app's config does not set them. CherryPy's body limit is 100 MiB, and a 100 MB
 # urlencoded upload was measured to cost 280-350 MiB of RSS; 10 MiB is the generated nginx
-# site's client_max_body_size, so the two agree.
+# site's client_max_body_size, so the two agree. CherryPy's queue for a free worker has no bound
+# (-1) and its timeout (10 s) only made the accepting thread wait: here past 100 queued
+# requests, or after 5 s in the queue, a request is answered 503 (gate.py).
 DEFAULTS: dict[str, int] = {
     "max_request_body_size": 10 * 1024 * 1024,
     "max_request_header_count": MAX_HEADER_COUNT,
+    "accepted_queue_size": 100,
+    "accepted_queue_timeout": 5,
 }
 _V4_MAPPED = "::ffff:"
 
@@ -121,6 +128,23 @@ class _Connection(HTTPConnection):
             if counted is not None:
                 counted.closed()
 
+    def communicate(self) -> bool:
+        """cheroot's communicate() (one request), refused with 503 when the request waited
+        longer than ``accepted_queue_timeout`` for this worker, and counted when it ends: the
+        watchdog's measure of progress."""
+        queued_at: float | None = getattr(self, "queued_at", None)
+        self.queued_at = None
+        wait = self.server.queue_timeout
+        if queued_at is not None and wait > 0 and time.monotonic() - queued_at > wait:
+            self.server.refused += 1
+            answer_and_close(self, "503 Service Unavailable", f"Retry-After: {RETRY_AFTER}\r\n")
+            return False
+        try:
+            keep: bool = super().communicate()  # type: ignore[no-untyped-call]
+        finally:
+            self.server.completed += 1
+        return keep
+
     @property
     def remote_addr(self) -> str | None:
         return self._remote_addr
@@ -130,25 +154,6 @@ class _Connection(HTTPConnection):
         if value is not None and value.startswith(_V4_MAPPED) and "." in value:
             value = value[len(_V4_MAPPED) :]
         self._remote_addr = value
-
-
-class _Probe:
-    """Queued like a connection: the worker that picks it up proves the pool still answers."""
-
-    requests_seen = 0
-    remote_addr = remote_port = "watchdog-probe"
-
-    def __init__(self) -> None:
-        self.answered = threading.Event()
-        self.rfile = self.wfile = self  # for cheroot's worker statistics
-        self.bytes_read = self.bytes_written = 0
-
-    def communicate(self) -> bool:
-        self.answered.set()
-        return False  # "do not keep the connection": the worker calls close()
-
-    def close(self) -> None:
-        pass
 
 
 class _WorkerPool(threadpool.ThreadPool):
@@ -190,8 +195,12 @@ class _WorkerPool(threadpool.ThreadPool):
         threads: list[threading.Thread] = self._threads  # type: ignore[attr-defined]
         workers = [t for t in threads if t is not threading.current_thread()]
         threads[:] = []
-        for _ in workers:
-            self._queue.put(threadpool._SHUTDOWNREQUEST)  # type: ignore[attr-defined]
+        for _ in workers:  # the queue is bounded now: never wait past the deadline for room
+            left = max(0.001, deadline - time.monotonic())
+            try:
+                self._queue.put(threadpool._SHUTDOWNREQUEST, timeout=left)  # type: ignore[attr-defined]
+            except queue.Full:
+                break
         for worker in workers:
             worker.join(max(0.0, deadline - time.monotonic()))
         return sum(1 for worker in workers if worker.is_alive())
@@ -226,7 +235,11 @@ class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
             self.peercreds_enabled = True
         self.abandoned = 0
         self.deadline: float | None = None  # set by begin_stop(); time.monotonic()
-        self._probe: _Probe | None = None
+        # seconds a request may wait for a worker; the bound on their number is the queue's
+        self.queue_timeout = float(adapter.accepted_queue_timeout or 0)
+        self.completed = 0  # requests that ended (the watchdog's measure of progress)
+        self.refused = 0  # requests answered 503 because the queue was full or too slow
+        self._progress: int | None = None  # completed + bytes moved at the previous probe
 
     def prepare(self) -> None:
         """cheroot's prepare() without creating, binding or listen()ing a socket."""
@@ -237,7 +250,7 @@ class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
         # As cheroot does: accept() in the selector thread never blocks for long. Note that
         # O_NONBLOCK is shared with systemd's copy of the socket, which systemd does not mind.
         self.socket.settimeout(1)
-        self._connections = BackoffConnections(self)
+        self._connections = GatedConnections(self)
         self.requests.start()
         self.ready = True
         self._start_time = time.time()
@@ -274,19 +287,52 @@ class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
         assert self.deadline is not None
         self.abandoned = self.requests.stop_until(self.deadline)
 
+    def process_conn(self, conn: Any) -> None:
+        """To the worker pool once the header block is complete (gate.py), not before."""
+        self._connections.admit(conn)
+
     def probe(self) -> bool | None:
-        """Watchdog liveness: True when a worker picked up the probe queued by the previous
-        call, False when it is still waiting (every worker busy or stuck), None right after
-        queueing the first one. The selector thread must be alive too."""
+        """Watchdog liveness, from progress rather than a free worker: False when the selector
+        loop has stopped turning, or when every worker is busy and since the previous call no
+        request completed and no busy connection moved a byte (a hung app); True while a
+        worker is free or work progresses; None on the first call with every worker busy."""
         if not self.ready or not self._connections._serving:  # type: ignore[attr-defined]
             return False
-        probe = self._probe
-        if probe is not None and not probe.answered.is_set():
+        # The loop turns every 0.5 s; a TLS handshake in it may take up to socket_timeout.
+        if time.monotonic() - self._connections.heartbeat > float(self.timeout) + 2:
             return False
-        self._probe = _Probe()
-        if not self.requests.try_put(self._probe):
-            return False
-        return None if probe is None else True
+        threads: list[Any] = list(self.requests._threads)  # type: ignore[attr-defined]
+        busy = [conn for conn in (getattr(t, "conn", None) for t in threads) if conn is not None]
+        progress = self.completed + sum(_bytes_moved(conn) for conn in busy)
+        previous, self._progress = self._progress, progress
+        if len(busy) < len(threads):
+            return True
+        return None if previous is None else progress != previous
+
+
+def _bytes_moved(conn: Any) -> int:
+    """What a request thread's connection has moved so far: what cheroot counted, plus what
+    the kernel counts, since a response to a slow reader is written in one blocking send()
+    that cheroot counts only when it returns."""
+    moved = int(getattr(conn.rfile, "bytes_read", 0)) + int(getattr(conn.wfile, "bytes_written", 0))
+    try:
+        sock = conn.socket
+        if sock.family == socket.AF_UNIX:
+            # unix(7) SIOCOUTQ: bytes not yet read by the peer; it shrinks as the peer reads
+            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            return moved + int(struct.unpack("i", queued)[0])
+        # struct tcp_info (linux/tcp.h, Linux >= 4.1): tcpi_bytes_acked and
+        # tcpi_bytes_received, the u64s at offsets 120 and 128, grow while bytes move
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LENGTH)
+        if len(info) >= _TCP_INFO_LENGTH:
+            acked, received = struct.unpack_from("QQ", info, 120)
+            moved += acked + received
+    except (OSError, ValueError, AttributeError):
+        pass
+    return moved
+
+
+_TCP_INFO_LENGTH = 136
 
 
 class ListenerServer(Server):  # type: ignore[misc]

@@ -149,6 +149,12 @@ class ContextSSLAdapter(BuiltinSSLAdapter):
         self.context = context
         self._server_env: dict[str, Any] = {}
 
+    def wrap(self, sock: Any) -> tuple[ssl.SSLSocket, dict[str, Any]]:
+        """The TLS socket without its handshake: cheroot ran the handshake in its accepting
+        thread, blocking it for up to ``socket_timeout`` per silent client; gate.py runs it
+        without blocking and fills in the WSGI environ entries afterwards."""
+        return self.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True), {}
+
 
 def make_adapter(tls: TLSConfig | None) -> ContextSSLAdapter:
     """Load the TLS files into an adapter for a :class:`~cpsysd.runtime.server.ListenerServer`."""

@@ -5,12 +5,14 @@ is unset or our PID; the service must send ``WATCHDOG=1`` more often than every 
 half of it is the recommended period.
 
 A timer thread that pings unconditionally would keep a hung app alive for ever, which is what the
-watchdog exists to prevent. So every period each server's liveness probe is checked
-(:meth:`cpsysd.runtime.server.ListenerHTTPServer.probe`): a probe object queued in the server's
-worker pool must have been picked up by a request thread since the previous period, and the
-accepting thread must still run. When every request thread is stuck (a deadlock, a hung backend
-call without timeout) the probe stays queued, the pings stop, and systemd restarts the service
-after WatchdogSec=. A real HTTP request to ourselves is not used: under the generated units'
+watchdog exists to prevent; one that pings only while a worker is free kills a healthy service
+whose pool is merely busy (measured: slow clients holding every worker made systemd abort it,
+core dump and all, each period). So every period each server's probe
+(:meth:`cpsysd.runtime.server.ListenerHTTPServer.probe`) reports progress: the accepting thread's
+loop still turns, and a worker is free or, since the previous period, a request completed or a
+busy connection moved a byte. When every request thread is stuck (a deadlock, a hung backend
+call without timeout) nothing moves, the pings stop, and systemd restarts the service after
+WatchdogSec=. A real HTTP request to ourselves is not used: under the generated units'
 ``PrivateNetwork=yes`` the process cannot connect to the TCP sockets systemd passed in.
 """
 
@@ -26,7 +28,7 @@ MAX_PERIOD = 3600.0  # ping at least hourly: a huge WATCHDOG_USEC would overflow
 # A tiny WATCHDOG_USEC (systemd accepts WatchdogSec=1us) would make the thread spin; systemd
 # cannot act on pings faster than this anyway.
 MIN_PERIOD = 0.01
-Probe = Callable[[], "bool | None"]  # True: answered; False: not answering; None: just queued
+Probe = Callable[[], "bool | None"]  # True: progress; False: stuck; None: not known yet
 
 
 def watchdog_period() -> float | None:
@@ -93,7 +95,8 @@ class Watchdog:
             elif self._healthy:
                 self._healthy = False
                 self.log(
-                    f"watchdog: no request thread answered within {self.period:g} s; not "
-                    "pinging (systemd restarts the service if this lasts)"
+                    f"watchdog: no request thread answered or made progress within "
+                    f"{self.period:g} s while all were busy; not pinging (systemd restarts the "
+                    "service if this lasts)"
                 )
                 notify.status("Not answering: every request thread is busy or stuck")
