@@ -233,6 +233,7 @@ class GuardedRequest(CPWSGIHTTPRequest):  # type: ignore[misc]
         maximum = self.server.max_request_body_size
         if maximum and length is not None and length > maximum:
             # before the body is read and before any "100 Continue"
+            self.conn.linger = True
             self.simple_response(
                 "413 Request Entity Too Large",
                 "The entity sent with the request exceeds the maximum allowed bytes.",
@@ -252,6 +253,7 @@ class GuardedRequest(CPWSGIHTTPRequest):  # type: ignore[misc]
     def refuse(self, status: str, reason: str) -> None:
         """Answer ``status`` with ``Connection: close``; the connection is closed after it."""
         self.close_connection = True
+        self.conn.linger = True  # a body may follow the refused head
         body = reason.encode("ascii")
         self.conn.wfile.write(
             f"{self.server.protocol} {status}\r\nContent-Length: {len(body)}\r\n"

@@ -118,11 +118,16 @@ class _Connection(HTTPConnection):
             # would otherwise wait ~40 ms on every keep-alive response (Nagle, tcp(7)).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    linger = False  # set by a request refused before its body was read (framing.py)
+
     def close(self) -> None:
         # cheroot may close a connection twice (a worker, then the selector's clean-up); it is
         # counted once.
         counted, self._counted = self._counted, None
         try:
+            if self.linger:
+                self.linger = False
+                _lingering_close(self.socket)
             super().close()
         finally:
             if counted is not None:
@@ -308,6 +313,25 @@ class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
         if len(busy) < len(threads):
             return True
         return None if previous is None else progress != previous
+
+
+LINGER_SECONDS = 1.0
+
+
+def _lingering_close(sock: socket.socket) -> None:
+    """RFC 9112 section 9.6: a response refused before its body was read (413, 400, 431) must
+    not be lost to the reset that closing with unread data sends (tcp(7)): send our FIN, then
+    read and drop what the client still sends for at most LINGER_SECONDS, so it reads the answer
+    first. Bounded in time, so a client that keeps sending cannot hold the thread."""
+    deadline = time.monotonic() + LINGER_SECONDS
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(65536):
+                break
+    except OSError:  # the client is gone, or the time is up: the close follows
+        pass
 
 
 def _bytes_moved(conn: Any) -> int:
