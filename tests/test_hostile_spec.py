@@ -144,6 +144,16 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "tls": tls_table,
     "nginx": nginx_table,
     "vhosts": st.dictionaries(st.text("ab0.-", min_size=1, max_size=20), free_text),
+    # Every high at most every max, so that the pair is valid whatever is drawn.
+    "memory_high": st.sampled_from(["32M", "256M", "512M", "536870912"]),
+    "memory_max": st.sampled_from(["512M", "1G", "2T", "infinity"]),
+    "credentials": st.dictionaries(
+        st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,10}", fullmatch=True).filter(
+            lambda n: not n.startswith("tls-")
+        ),
+        path,
+        max_size=3,
+    ),
 }
 # A field the table declares as an integer, boolean or choice needs no strategy written here.
 for row in FIELDS:
@@ -197,6 +207,7 @@ options = st.builds(
         home.map(lambda h: f"/home/{h}/.local/state/cpsysd/app.toml"),
     ),
     st.booleans(),
+    st.one_of(st.none(), st.just("/var/lib/cpsysd/app.env")),  # what install passes
 )
 
 
@@ -241,7 +252,8 @@ def check_service(spec: AppSpec, opts: RenderOptions, text: str) -> None:
     for line in unit.values("Service", "Environment"):
         assert len(up.parse_environment(line)) == 1, f"one assignment per line: {line!r}"
         up.apply_environment(env, line)
-    assert list(env.items()) == list(spec.environment)
+    private = bool(opts.environment_path and spec.environment)  # install: values in NAME.env
+    assert list(env.items()) == ([] if private else list(spec.environment))
     [start] = up.split_exec(unit.value("Service", "ExecStart"))
     argv = [spec.python, "-m", "cpsysd", "serve", "-c", opts.description_path]
     assert (start.path, start.prefixes) == (spec.python, "")
@@ -267,16 +279,26 @@ def check_service(spec: AppSpec, opts: RenderOptions, text: str) -> None:
     ]
     if spec.watchdog_sec:
         expected.append(("Service.WatchdogSec", f"{spec.watchdog_sec}s"))
+    if private:
+        expected.append(("Service.EnvironmentFile", opts.environment_path))
     if spec.environment_file:
         expected.append(("Service.EnvironmentFile", spec.environment_file))
+    creds: list[tuple[str, str]] = []
     if spec.tls:
         creds = [("tls-cert", spec.tls.cert), ("tls-key", spec.tls.key)]
         creds += [("tls-chain", spec.tls.chain)] if spec.tls.chain else []
         if spec.tls.passphrase_file:
             creds += [("tls-key-passphrase", spec.tls.passphrase_file)]
-        got = [up.split_load_credential(v) for v in unit.values("Service", "LoadCredential")]
-        assert got == creds
-        expected += [("Service.LoadCredential", f"{i}:{p}") for i, p in creds]
+    creds += list(spec.credentials)
+    got = [up.split_load_credential(v) for v in unit.values("Service", "LoadCredential")]
+    assert got == creds
+    expected += [("Service.LoadCredential", f"{i}:{p}") for i, p in creds]
+    expected += [
+        ("Service.MemoryHigh", spec.memory_high),
+        ("Service.MemoryMax", spec.memory_max),
+        ("Service.TasksMax", str(spec.tasks_max)),
+        ("Service.LimitNOFILE", str(spec.limit_nofile)),
+    ]
     if spec.state_directory:
         assert up.split_exec_directory(unit.value("Service", "StateDirectory")) == [
             (spec.name, None)

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cpsysd.description.load import AppSpec, parse_spec
+from cpsysd.description.resources import memory_bytes
 from cpsysd.errors import SpecError
 from cpsysd.host.verify import verify_units
 from cpsysd.render.units import RenderOptions, render_units
@@ -138,11 +139,19 @@ def check_dump(spec: AppSpec, opts: RenderOptions, dumps: dict[str, up.UnitDump]
     argv = [spec.python, "-m", "cpsysd", "serve", "-c", opts.description_path]
     [stored] = service.commands["ExecStart"]  # as loaded; $$ becomes $ at exec time
     assert up.replace_env_argv(stored, dict(spec.environment)) == argv
-    assert service.values("Environment") == [f"{k}={v}" for k, v in spec.environment]
+    files = [spec.environment_file] if spec.environment_file else []
+    if opts.environment_path and spec.environment:  # install: the values only in that file
+        assert service.values("Environment") == []
+        files.insert(0, opts.environment_path)
+    else:
+        assert service.values("Environment") == [f"{k}={v}" for k, v in spec.environment]
+    assert service.values("EnvironmentFile") == files
     assert service.values("Description") == [spec.description or f"{spec.name}.service"]
     assert service.values("WorkingDirectory") == [spec.working_directory]
-    if spec.environment_file:
-        assert service.values("EnvironmentFile") == [spec.environment_file]
+    assert service.values("MemoryHigh") == [memory_dump(spec.memory_high)]
+    assert service.values("MemoryMax") == [memory_dump(spec.memory_max)]
+    assert service.values("TasksMax") == [str(spec.tasks_max)]
+    assert service.values("LimitNOFILE") == [str(spec.limit_nofile)]
     if spec.state_directory:
         assert service.values("StateDirectory") == [spec.name]
         assert service.values("StateDirectorySymlink") == []
@@ -159,6 +168,11 @@ def check_dump(spec: AppSpec, opts: RenderOptions, dumps: dict[str, up.UnitDump]
         assert len(got) == len(mine)
         for listener, shown in zip(mine, got, strict=True):
             assert same_address(listener, shown), (listener, shown)
+
+
+def memory_dump(size: str) -> str:
+    """A memory size as systemd's dump shows it: bytes, infinity as UINT64_MAX."""
+    return str(memory_bytes(size) if size != "infinity" else 2**64 - 1)
 
 
 def same_address(listener: Any, shown: str) -> bool:

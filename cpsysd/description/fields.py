@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
-from cpsysd.description import checks
+from cpsysd.description import checks, resources
 from cpsysd.description.model import (
     AppSpec,
     Hardening,
@@ -270,6 +270,17 @@ FIELDS = (
     Field("hardening", "string", "`relaxed` drops MemoryDenyWriteExecute, the syscall filter and "
           "PrivateUsers (JITs, cffi callbacks)", "strict, or relaxed (JITs, cffi callbacks)",
           "strict", choices=Hardening),
+    Field("memory_high", "string", "`MemoryHigh=`: above this the kernel throttles and reclaims "
+          "the app's memory; a size like `512M` or `infinity`", "throttle above this much memory",
+          "512M", check=resources.memory_size),
+    Field("memory_max", "string", "`MemoryMax=`: the app is killed (and restarted) above this; "
+          "at least `memory_high`", "killed above this much memory", "768M",
+          check=resources.memory_size),
+    Field("tasks_max", "integer", "`TasksMax=`: threads and processes of the app together",
+          "threads + processes at most", 256, low=16, high=4194304),
+    Field("limit_nofile", "integer", "`LimitNOFILE=`: open files and connections; past it the "
+          "app pauses accepting", "open files and connections at most", 65536, low=256,
+          high=1048576),
     Field("state_directory", "boolean", "a private writable `/var/lib/NAME` (`StateDirectory=`)",
           "a private writable /var/lib/NAME", False),
     Field("workers", "integer", "N instances (template units; under supervisord `numprocs`)",
@@ -279,9 +290,15 @@ FIELDS = (
           "reuseport", choices=WorkerMode),
     Field("environment_file", "string", "`EnvironmentFile=` (absolute)", "EnvironmentFile=",
           None, "/etc/default/APP", False, path="file"),
-    Field("environment", "table", "`NAME = value`: `Environment=` for the app",
-          "Environment= for the app", {}, {"DATABASE_URL": "postgresql:///app"}, False,
-          check=_plain(checks._environment)),
+    Field("environment", "table", "`NAME = value` for the app, written by `install` to a root-only "
+          "file (`EnvironmentFile=`); secrets belong in `credentials`",
+          "variables for the app; secrets go in credentials", {},
+          {"DATABASE_URL": "postgresql:///app"}, False, check=_plain(checks._environment)),
+    Field("credentials", "table", '`NAME = "FILE"`: `LoadCredential=`; the app reads one with '
+          '`cpsysd.credential("NAME")`, no other service or user can; FILE stays root\'s',
+          "secrets: the app calls cpsysd.credential(NAME)", {},
+          {"db-password": "/etc/cpsysd/APP/db-password"}, False, base="workdir",
+          check=resources.credentials_table),
     Field("vhosts", "table", '`"domain" = "/path"`; `"*.example.org"` wildcards; matched like '
           "nginx's `server_name` (case, port and trailing dot ignored, exact names first, then "
           "the longest wildcard)", "domain = path prefix of the root", {},

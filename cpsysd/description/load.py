@@ -36,6 +36,7 @@ from cpsysd.description.model import (
     TLSConfig,
     WorkerMode,
 )
+from cpsysd.description.resources import check_memory_order
 from cpsysd.errors import SpecError
 
 __all__ = [
@@ -109,6 +110,7 @@ def parse_spec(table: Mapping[str, Any], base_dir: str, source: str | None = Non
             "rename the app, or set state_directory = false",
         )
     _check_idle_stop(spec)
+    check_memory_order(spec.memory_high, spec.memory_max)
     _check_sections(spec)
     return spec
 

@@ -119,6 +119,7 @@ class AppSpec:
     group: str | None = None
     environment: tuple[tuple[str, str], ...] = ()
     environment_file: str | None = None
+    credentials: tuple[tuple[str, str], ...] = ()  # (name, file): LoadCredential=
     listeners: tuple[Listener, ...] = (Listener("http", False, 8080),)  # listen = ["8080"]
     network: bool = True
     outbound: tuple[str, ...] = ()  # IPAddressAllow= beyond localhost, when network is true
@@ -128,6 +129,10 @@ class AppSpec:
     restart: Restart = Restart.ON_FAILURE
     hardening: Hardening = Hardening.STRICT
     state_directory: bool = False
+    memory_high: str = "512M"  # MemoryHigh=
+    memory_max: str = "768M"  # MemoryMax=
+    tasks_max: int = 256
+    limit_nofile: int = 65536
     workers: int = 1
     worker_mode: WorkerMode = WorkerMode.REUSEPORT
     tls: TLSConfig | None = None

@@ -8,8 +8,14 @@ Layout (``--root DIR`` prefixes every path and makes cpsysd call no systemctl):
 units                   /etc/systemd/system               ~/.config/systemd/user
 units with --vendor     /lib/systemd/system (a package's)  -
 resolved description    /var/lib/cpsysd/NAME.toml         ~/.local/state/cpsysd/NAME.toml
+environment (0600)      /var/lib/cpsysd/NAME.env          ~/.local/state/cpsysd/NAME.env
 manifest                /var/lib/cpsysd/NAME.manifest.json  (same directory)
 ======================  ================================  =================================
+
+The ``environment`` values go only to ``NAME.env``, created 0600 by whoever installs (root for
+the system manager, which reads it before dropping privileges): not into the units, which every
+user may read (and ``systemctl show`` prints their ``Environment=`` to anyone), nor into the
+resolved description, which the service itself reads. See SECURITY.md, "Secrets".
 
 Every change is one transaction: all new files are staged (written and fsync-ed beside their
 targets), then a ``.pending`` journal naming them is written atomically, then the files are
@@ -20,6 +26,7 @@ the next ``install`` or ``uninstall`` completes (roll forward from the journal) 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -36,6 +43,7 @@ from cpsysd.host.preflight import check_preflight
 from cpsysd.host.reach import check_reachable
 from cpsysd.host.run import run_command, systemctl, systemd_running
 from cpsysd.render.common import MARKER
+from cpsysd.render.envfile import environment_file_text
 from cpsysd.render.units import RenderOptions, render_units, units_to_enable
 
 SYSTEM_UNIT_DIR = PurePosixPath("/etc/systemd/system")
@@ -45,6 +53,7 @@ MANIFEST_FORMAT = 1
 # cpsysd's own files are a few KiB: a larger one, or a FIFO or device planted in their place,
 # is refused before it is read (a symlink to /dev/zero would fill the memory, a FIFO block).
 FILE_READ_MAX = 1 << 20
+PRIVATE_MODE = 0o600  # NAME.env: the app's environment, for root (or the --user) only
 
 
 def _home() -> PurePosixPath:
@@ -175,7 +184,7 @@ def _transaction(
 ) -> None:
     manifest, pending = _paths(name, target)
     for live, data in writes.items():
-        fsutil.stage(target.on_disk(live), data, 0o644)
+        fsutil.stage(target.on_disk(live), data, _mode(live))
     journal = {
         "writes": [str(p) for p in writes],
         "removes": [str(p) for p in removes],
@@ -183,6 +192,10 @@ def _transaction(
     }
     fsutil.atomic_write(pending, json.dumps(journal).encode())
     _apply(target, journal, manifest, pending)
+
+
+def _mode(live: PurePosixPath) -> int:
+    return PRIVATE_MODE if live.suffix == ".env" else 0o644
 
 
 def _current(disk: Path) -> bytes | None:
@@ -194,6 +207,12 @@ def _current(disk: Path) -> bytes | None:
         return None if not os.path.lexists(disk) else b"\0"
     except CpsysdError:
         return b"\0"
+
+
+def _wider(disk: Path) -> bool:
+    """Whether ``disk`` may be read or written by anyone but its owner, or is not ours."""
+    info = os.lstat(disk)
+    return info.st_mode & 0o077 != 0 or info.st_uid != os.geteuid()
 
 
 def _is_ours(disk: Path, recorded: dict[str, str]) -> bool:
@@ -239,9 +258,15 @@ def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
     report = InstallReport()
     old = read_manifest(spec.name, target) or {"files": {}, "enable": []}
     description = target.state_dir() / f"{spec.name}.toml"
+    environment = _allowed(spec.name, target).environment if spec.environment else None
     unit_dir = target.unit_dir()
-    units = render_units(spec, RenderOptions(str(description), user_mode=target.user))
-    files = {description: spec_to_toml(spec).encode()}
+    env_path = None if environment is None else str(environment)
+    options = RenderOptions(str(description), user_mode=target.user, environment_path=env_path)
+    units = render_units(spec, options)
+    # The service reads the resolved description; the values it needs come from NAME.env.
+    files = {description: spec_to_toml(dataclasses.replace(spec, environment=())).encode()}
+    if environment is not None:
+        files[environment] = environment_file_text(spec).encode()
     files.update({unit_dir / fname: text.encode() for fname, text in units.items()})
 
     if target.root is None and not target.user:
@@ -260,8 +285,12 @@ def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
     for live, data in files.items():
         disk = target.on_disk(live)
         current = _current(disk)
-        (report.unchanged if current == data else report.written).append(str(disk))
-        if current != data:
+        # A private file with the right content but a wider mode (an older install, a hand
+        # edit) is written again: the mode is part of what install promises.
+        widened = _mode(live) == PRIVATE_MODE and current is not None and _wider(disk)
+        changed = current != data or widened
+        (report.written if changed else report.unchanged).append(str(disk))
+        if changed:
             writes[live] = data
     removes = [
         PurePosixPath(live)

@@ -20,11 +20,17 @@ _UNIT_SUFFIXES = r"\.(service|socket|timer|target)"
 
 @record
 class AppFiles:
-    """The files cpsysd may write for app ``name``: units in ``unit_dirs``, the description."""
+    """The files cpsysd may write for app ``name``: units in ``unit_dirs``, the description
+    and the root-only environment file beside it."""
 
     name: str
     unit_dirs: frozenset[PurePosixPath]
     description: PurePosixPath
+
+    @property
+    def environment(self) -> PurePosixPath:
+        """``NAME.env`` beside ``NAME.toml``: the app's environment, mode 0600."""
+        return self.description.with_suffix(".env")
 
     def has_unit(self, unit: object) -> bool:
         """A unit name derived from the app's name: NAME.service, NAME@.service,
@@ -39,7 +45,7 @@ class AppFiles:
         path = PurePosixPath(live)
         if not path.is_absolute():
             return False
-        return path == self.description or (
+        return path in (self.description, self.environment) or (
             path.parent in self.unit_dirs and self.has_unit(path.name)
         )
 

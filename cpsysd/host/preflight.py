@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import pwd
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,6 +192,36 @@ def file_problems(spec: AppSpec) -> list[SpecError]:
                 "create it, or remove environment_file",
             )
         )
+    return problems + credential_problems(spec)
+
+
+def credential_problems(spec: AppSpec) -> list[SpecError]:
+    """Each ``credentials`` file: a regular file cpsysd (root, as systemd will be when it
+    copies it for ``LoadCredential=``) can read, and nobody else: a secret that every local
+    user can read is no secret, whatever the service does with it."""
+    problems = []
+    for name, path in spec.credentials:
+        field = f"credentials.{name}"
+        try:
+            # O_NONBLOCK: a FIFO planted there must not hang the preflight.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except FileNotFoundError:
+            problems.append(SpecError(field, f"{path} does not exist", "create it, mode 0600"))
+            continue
+        except OSError as err:
+            hint = "run cpsysd as root, as systemd reads it, or pass --no-preflight"
+            problems.append(SpecError(field, f"cannot read {path}: {err.strerror}", hint))
+            continue
+        try:
+            info = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            problems.append(SpecError(field, f"{path} is not a regular file", "name a file"))
+        elif info.st_mode & 0o077:
+            mode = oct(stat.S_IMODE(info.st_mode))[2:]
+            hint = f"chmod 600 {path}; the service gets its own copy"
+            problems.append(SpecError(field, f"{path} is readable by others (mode {mode})", hint))
     return problems
 
 

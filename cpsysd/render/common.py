@@ -106,10 +106,14 @@ class RenderOptions:
 
     ``description_path``: the description file the service's ``cpsysd serve -c`` reads.
     ``user_mode``: units for ``systemctl --user`` (no DynamicUser, a reduced sandbox).
+    ``environment_path``: where ``install`` writes the environment (root-only, see
+    :mod:`cpsysd.render.envfile`); the unit then names that file instead of carrying the values.
+    None (``verify``, the package targets): ``Environment=`` lines, as before.
     """
 
     description_path: str
     user_mode: bool = False
+    environment_path: str | None = None
 
 
 def _templates_dir() -> Path:
@@ -209,6 +213,16 @@ def service_context(spec: AppSpec, options: RenderOptions) -> dict[str, Any]:
             # The runtime unlocks an encrypted key with it; like the key, it never appears in
             # the unit, the environment or the command line.
             credentials.append(f"{CREDENTIAL_PASSPHRASE}:{spec.tls.passphrase_file}")
+    # The app's own secrets: names and paths here, the contents only in $CREDENTIALS_DIRECTORY.
+    credentials += [f"{name}:{path}" for name, path in spec.credentials]
+    environment = [
+        _field(f"environment.{k}", escape.quote_assignment, k, v) for k, v in spec.environment
+    ]
+    environment_files = [spec.environment_file] if spec.environment_file else []
+    if spec.environment and options.environment_path:
+        environment = []
+        # First, so the admin's environment_file still overrides it (later files win).
+        environment_files.insert(0, options.environment_path)
     return {
         "marker": MARKER,
         "source": comment_text(spec.source or options.description_path),
@@ -223,10 +237,8 @@ def service_context(spec: AppSpec, options: RenderOptions) -> dict[str, Any]:
         "restart": spec.restart.value,
         "watchdog_sec": spec.watchdog_sec,
         "timeout_stop_sec": spec.timeout_stop_sec,
-        "environment": [
-            _field(f"environment.{k}", escape.quote_assignment, k, v) for k, v in spec.environment
-        ],
-        "environment_file": escape.escape_specifiers(spec.environment_file or ""),
+        "environment": environment,
+        "environment_files": [escape.escape_specifiers(path) for path in environment_files],
         "credentials": [escape.escape_specifiers(c) for c in credentials],
         "state_directory": spec.state_directory,
         "user": None if options.user_mode else spec.user,
@@ -234,6 +246,8 @@ def service_context(spec: AppSpec, options: RenderOptions) -> dict[str, Any]:
         "user_mode": options.user_mode,
         "hardening": hardening_lines(spec, options.user_mode),
         "field": plain_fields(spec),
+        "memory_high": spec.memory_high,  # checked: digits and a suffix, or "infinity"
+        "memory_max": spec.memory_max,
     }
 
 
