@@ -57,7 +57,7 @@ def test_file_sessions_count_across_worker_instances(container: Container) -> No
     # Every instance wrote to the one /var/lib/counter (a DynamicUser's lives in private/).
     listing = container.run(["ls", "-l", "/var/lib/private/counter/"]).stdout
     assert "session-" in listing, listing
-    print(f"one session counted 1..10 over instances {sorted(instances)}")
+    print(f"one session counted 1..10 over instances {sorted(map(str, instances))}")
 
 
 def test_ram_sessions_with_workers_are_warned_and_do_break(container: Container) -> None:
