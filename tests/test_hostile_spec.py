@@ -304,6 +304,7 @@ def check_service(spec: AppSpec, opts: RenderOptions, text: str) -> None:
             (spec.name, None)
         ]
         expected.append(("Service.StateDirectory", spec.name))
+        expected.append(("Service.StateDirectoryMode", "0700"))
     if spec.user and not opts.user_mode:
         expected.append(("Service.User", spec.user))
         expected += [("Service.Group", spec.group)] if spec.group else []

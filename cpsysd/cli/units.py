@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,8 @@ import typer
 
 from cpsysd.cli.options import config_option, force_option, load_description, user_option
 from cpsysd.description.docs import flag_help
+
+WARNING_PREFIX = "cpsysd: warning: "  # like ERROR_PREFIX: a line on stderr, but exit status 0
 
 if TYPE_CHECKING:
     from cpsysd.host.install import InstallReport
@@ -132,6 +135,7 @@ def register(app: typer.Typer) -> None:
                 f"preflight: {spec.entry} imports as a {report.preflight.kind} app "
                 f"({report.preflight.imported_as}, {spec.python})"
             )
+            _print_warnings(report.preflight.warnings)
         for unit, score in report.exposures.items():
             typer.echo(f"{unit}: verified, exposure {score:.1f}")
         typer.echo(f"exposure {report.exposure:.1f}")
@@ -187,7 +191,15 @@ def register(app: typer.Typer) -> None:
         _print_report(do_uninstall(name, InstallTarget(root=root, user=user, vendor=vendor)))
 
 
+def _print_warnings(warnings: Sequence[str]) -> None:
+    # On stderr, one line each: the command still succeeds (the app starts), and its stdout
+    # stays what scripts read.
+    for warning in warnings:
+        typer.echo(f"{WARNING_PREFIX}{warning}", err=True)
+
+
 def _print_report(report: InstallReport) -> None:
+    _print_warnings(report.warnings)
     for path in report.written:
         typer.echo(f"wrote {path}")
     for path in report.unchanged:

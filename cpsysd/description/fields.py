@@ -281,8 +281,12 @@ FIELDS = (
     Field("limit_nofile", "integer", "`LimitNOFILE=`: open files and connections; past it the "
           "app pauses accepting", "open files and connections at most", 65536, low=256,
           high=1048576),
-    Field("state_directory", "boolean", "a private writable `/var/lib/NAME` (`StateDirectory=`)",
-          "a private writable /var/lib/NAME", False),
+    Field("state_directory", "boolean", "the one place the app may write under "
+          "`ProtectSystem=strict` (SQLite, file sessions, uploads): a private `/var/lib/NAME` "
+          "(`StateDirectory=`, mode 0700) shared by all workers, its path in `$STATE_DIRECTORY`; "
+          "`cpsysd serve` without systemd sets `$STATE_DIRECTORY` too (`/var/lib/NAME` as root, "
+          "else `~/.local/state/NAME`) unless it is set; see docs/recipes.md",
+          "a private writable /var/lib/NAME, in $STATE_DIRECTORY", False),
     Field("workers", "integer", "N instances (template units; under supervisord `numprocs`)",
           "N processes (template units NAME@.service)", 1, low=1, high=256),
     Field("worker_mode", "string", "`reuseport`: the instances share each port; `ports`: "

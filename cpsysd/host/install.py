@@ -107,6 +107,7 @@ class InstallReport:
     removed: list[str] = field(default_factory=list)
     enabled: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # from the preflight: starts, breaks later
 
 
 def _sha256(data: bytes) -> str:
@@ -273,7 +274,7 @@ def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
         check_reachable(spec)  # a unit that could never start is refused before any write
     if target.root is None:
         # With --root the units are for an image or package: the app is not on this machine.
-        check_preflight(spec)
+        report.warnings += check_preflight(spec).warnings
     for live in files:  # refuse before writing anything
         disk = target.on_disk(live)
         if os.path.lexists(disk) and not target.force and not _is_ours(disk, {}):

@@ -28,6 +28,7 @@ from pathlib import Path
 from cpsysd.description.load import AppSpec, TLSConfig
 from cpsysd.errors import CommandError, SpecError, TLSError
 from cpsysd.host.run import run_command
+from cpsysd.host.sessions import SessionUse, session_warnings, state_path
 
 PROBE_TIMEOUT = 60.0  # seconds; an app that blocks at import would hang its start the same way
 # systemd.exec(5), "Environment variables in spawned processes": a service starts with $PATH
@@ -41,10 +42,12 @@ PYTHON_HINT = "set python to the absolute path of the interpreter that has the a
 @dataclass(frozen=True)
 class PreflightReport:
     """What the probe found: the kind the entry is served as (None: not probed here, see
-    ``copied`` of :func:`check_preflight`), and who imported it."""
+    ``copied`` of :func:`check_preflight`), who imported it, and warnings (one line each) about
+    what will start but break later (:mod:`cpsysd.host.sessions`)."""
 
     kind: str | None
     imported_as: str
+    warnings: tuple[str, ...] = ()
 
 
 def probe_identity(spec: AppSpec) -> tuple[int, int] | None:
@@ -96,6 +99,8 @@ def service_environment(spec: AppSpec) -> dict[str, str]:
     """The environment the service starts with; plus no byte-code writing, so a preflight
     leaves no ``__pycache__`` behind in the app (install compiles it on purpose)."""
     env = {"PATH": SERVICE_PATH, "PYTHONDONTWRITEBYTECODE": "1"}
+    if spec.state_directory:  # systemd sets it for StateDirectory=; settings may read it
+        env["STATE_DIRECTORY"] = state_path(spec)
     env.update(dict(spec.environment))
     if spec.environment_file:  # EnvironmentFile= overrides Environment= (systemd.exec(5))
         env.update(read_environment_file(spec.environment_file))
@@ -112,11 +117,22 @@ def _python_problem(python: str) -> SpecError | None:
     return None
 
 
-def probe_app(spec: AppSpec) -> tuple[str | None, list[SpecError], str]:
-    """Run the import probe in ``spec.python``: (kind, problems, who ran it)."""
+@dataclass(frozen=True)
+class ProbeResult:
+    """What the import probe said: the kind (None when it failed), the problems, who ran it
+    and where the app turns CherryPy sessions on."""
+
+    kind: str | None
+    problems: list[SpecError]
+    who: str
+    sessions: tuple[SessionUse, ...] = ()
+
+
+def probe_app(spec: AppSpec) -> ProbeResult:
+    """Run the import probe in ``spec.python``."""
     problem = _python_problem(spec.python)
     if problem:
-        return None, [problem], ""
+        return ProbeResult(None, [problem], "")
     identity = probe_identity(spec)
     argv = [spec.python, "-", json.dumps(_probe_input(spec))]  # the script comes on stdin
     who = f"uid {os.geteuid()}"
@@ -134,15 +150,16 @@ def probe_app(spec: AppSpec) -> tuple[str | None, list[SpecError], str]:
             env=service_environment(spec),
         )
     except CommandError:
-        return None, [_timeout(spec)], who
+        return ProbeResult(None, [_timeout(spec)], who)
     verdict = _verdict(result.stdout)
     if verdict is None:
         said = (result.stderr or result.stdout).strip().splitlines()
         last = said[-1] if said else f"exit status {result.returncode}"
         message = f"{spec.python} could not run the import probe as {who}: {last}"
-        return None, [SpecError("python", message, PYTHON_HINT)], who
-    problems = [SpecError(field, message, hint or None) for field, message, hint in verdict[1]]
-    return verdict[0], problems, who
+        return ProbeResult(None, [SpecError("python", message, PYTHON_HINT)], who)
+    kind, found, sessions = verdict
+    problems = [SpecError(field, message, hint or None) for field, message, hint in found]
+    return ProbeResult(kind, problems, who, sessions)
 
 
 def _probe_input(spec: AppSpec) -> dict[str, object]:
@@ -164,7 +181,9 @@ def _timeout(spec: AppSpec) -> SpecError:
     )
 
 
-def _verdict(stdout: str) -> tuple[str | None, list[list[str]]] | None:
+def _verdict(
+    stdout: str,
+) -> tuple[str | None, list[list[str]], tuple[SessionUse, ...]] | None:
     from cpsysd.host.probe import MARKER
 
     lines = [line for line in stdout.splitlines() if line.startswith(MARKER)]
@@ -172,8 +191,12 @@ def _verdict(stdout: str) -> tuple[str | None, list[list[str]]] | None:
         return None
     try:
         data = json.loads(lines[-1].removeprefix(MARKER))
-        return data["kind"], list(data["problems"])
-    except (ValueError, KeyError, TypeError):
+        sessions = tuple(
+            SessionUse(str(use["where"]), str(use["storage"]), use["path"] and str(use["path"]))
+            for use in data.get("sessions", ())
+        )
+        return data["kind"], list(data["problems"]), sessions
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -231,7 +254,8 @@ def preflight_problems(
     """Every reason the app of ``spec`` would not start, and the probe's report if it has none.
     ``copied``: see :func:`check_preflight`."""
     problems = file_problems(spec)
-    kind, probed, who = probe_app(spec)
+    probe = probe_app(spec)
+    kind, probed, who = probe.kind, probe.problems, probe.who
     if copied:
         probed = [problem for problem in probed if problem.field != "working_directory"]
     reported = {problem.field for problem in problems}  # a missing config: said once
@@ -240,7 +264,8 @@ def preflight_problems(
         problems += tls_problems(spec.tls)
     if problems or (kind is None and not copied):
         return problems, None
-    return [], PreflightReport(kind, who)
+    warnings = tuple(session_warnings(spec, list(probe.sessions)))
+    return [], PreflightReport(kind, who, warnings)
 
 
 def check_preflight(spec: AppSpec, *, copied: bool = False) -> PreflightReport:

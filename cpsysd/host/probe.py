@@ -7,8 +7,11 @@ of cpsysd: the interpreter may be a virtualenv that has only the app and CherryP
 try`` provisions cpsysd into its container itself). It does what ``cpsysd serve`` does when the
 service starts (:func:`cpsysd.runtime.app.load_app`): read the CherryPy config with CherryPy's own
 reader, enter the working directory, import the entry module with that directory first on
-``sys.path``, resolve the object, tell its kind the same way and create the root object. The
-verdict is the last line of stdout that starts with :data:`MARKER` (the app may print too).
+``sys.path``, resolve the object, tell its kind the same way and create the root object. It also
+reports where sessions are turned on and how they are stored (the config file's sections and the
+root's ``_cp_config``, read with CherryPy's classes: ``storage_class`` is a Python expression), for
+the warnings of :mod:`cpsysd.host.sessions`. The verdict is the last line of stdout that starts
+with :data:`MARKER` (the app may print too).
 """
 
 from __future__ import annotations
@@ -39,18 +42,70 @@ def _looks_like_cherrypy_root(obj: object) -> bool:
     return any(_exposed(value) for value in candidates)
 
 
-def _read_config(path: str) -> Problem | None:
+def _read_config(path: str) -> tuple[dict[str, Any], Problem | None]:
     try:
         from cherrypy.lib import reprconf
     except ImportError as err:
-        return ("python", f"cannot import cherrypy: {err}", "install CherryPy into python")
+        return {}, ("python", f"cannot import cherrypy: {err}", "install CherryPy into python")
     try:
-        reprconf.Parser().dict_from_file(path)
+        return reprconf.Parser().dict_from_file(path), None
     except OSError as err:
-        return ("config", f"cannot read {path}: {err.strerror or err}", "create it, or fix config")
+        hint = "create it, or fix config"
+        return {}, ("config", f"cannot read {path}: {err.strerror or err}", hint)
     except Exception as err:  # reprconf evaluates values as Python expressions
-        return ("config", f"{path} does not parse: {type(err).__name__}: {err}", "fix the file")
-    return None
+        return {}, ("config", f"{path} does not parse: {type(err).__name__}: {err}", "fix the file")
+
+
+SESSIONS = "tools.sessions."
+
+
+def _storage(settings: dict[str, Any]) -> str:
+    """How CherryPy 18's ``sessions.init`` would store sessions with these settings: ``ram``
+    (its default), ``file`` or ``other`` (memcached, the app's own class)."""
+    from cherrypy.lib import sessions
+
+    storage = settings.get(SESSIONS + "storage_class", sessions.RamSession)
+    if settings.get(SESSIONS + "storage_type"):  # deprecated, but still wins over the class
+        storage = getattr(
+            sessions, str(settings[SESSIONS + "storage_type"]).title() + "Session", None
+        )
+    if isinstance(storage, type) and issubclass(storage, sessions.FileSession):
+        return "file"
+    if isinstance(storage, type) and issubclass(storage, sessions.RamSession):
+        return "ram"
+    return "other"
+
+
+def _session_uses(config: dict[str, Any], obj: object) -> list[dict[str, Any]]:
+    """Every place that turns sessions on, with the storage it ends up with. The layers,
+    lowest precedence first, as CherryPy merges them for a request: the config file's
+    [global], the root's and its handlers' ``_cp_config``, the file's [/] and path sections.
+    Settings seen only at a request (a tool turned on in code at run time) are not here."""
+    layers: list[tuple[str, dict[str, Any]]] = [("config [global]", config.get("global", {}))]
+    app_config: dict[str, Any] = {}
+    if type(obj).__name__ == "Application" and hasattr(obj, "root"):
+        app_config, obj = dict(getattr(obj, "config", {})), obj.root
+    holder = obj if isinstance(obj, type) else type(obj)
+    layers.append((f"{holder.__name__}._cp_config", dict(getattr(obj, "_cp_config", {}))))
+    for name in dir(holder):
+        handler = getattr(holder, name, None)
+        if not name.startswith("_") and _exposed(handler):
+            where = f"{holder.__name__}.{name}._cp_config"
+            layers.append((where, dict(getattr(handler, "_cp_config", {}))))
+    for source, sections in (("the app's config", app_config), ("config", config)):
+        for section in sorted(key for key in sections if key.startswith("/")):
+            layers.append((f"{source} [{section}]", dict(sections[section])))
+    uses = []
+    for index, (where, settings) in enumerate(layers):
+        if not settings.get(SESSIONS + "on"):
+            continue
+        base = [layer for layer in layers[2:] if layer[0].endswith("[/]")]
+        merged: dict[str, Any] = {}
+        for _, lower in [*layers[:2], *base, layers[index]]:
+            merged.update({k: v for k, v in lower.items() if k.startswith(SESSIONS)})
+        path = merged.get(SESSIONS + "storage_path")
+        uses.append({"where": where, "storage": _storage(merged), "path": path and str(path)})
+    return uses
 
 
 def _import(module_name: str, workdir: str) -> tuple[Any, Problem | None]:
@@ -81,15 +136,19 @@ def _import(module_name: str, workdir: str) -> tuple[Any, Problem | None]:
         )
 
 
-def _resolve(spec: dict[str, Any]) -> tuple[str | None, Problem | None]:
-    """The kind the entry object is served as, or the problem with it."""
+def _resolve(spec: dict[str, Any]) -> tuple[str | None, Any, Problem | None]:
+    """The kind the entry object is served as and the object, or the problem with it."""
     entry = f"{spec['module']}:{spec['attribute']}"
     obj, problem = _import(spec["module"], spec["working_directory"])
     if problem:
-        return None, problem
+        return None, None, problem
     for part in spec["attribute"].split("."):
         if not hasattr(obj, part):
-            return None, ("entry", f"{spec['module']!r} has no attribute {part!r}", "fix entry")
+            return (
+                None,
+                None,
+                ("entry", f"{spec['module']!r} has no attribute {part!r}", "fix entry"),
+            )
         obj = getattr(obj, part)
     import cherrypy  # the service imports it (cheroot serves every kind)
 
@@ -99,21 +158,25 @@ def _resolve(spec: dict[str, Any]) -> tuple[str | None, Problem | None]:
         kind = "cherrypy" if root_like else "wsgi" if callable(obj) else ""
     if not kind:
         kind_hint = 'point entry at the root or the WSGI app, or set kind = "cherrypy"'
-        return None, ("entry", f"{entry} is neither a CherryPy root nor callable", kind_hint)
+        return None, None, ("entry", f"{entry} is neither a CherryPy root nor callable", kind_hint)
     if kind == "wsgi" and not callable(obj):
-        return None, ("kind", f"{entry} is not callable, so it is no WSGI app", 'set kind = "auto"')
+        return (
+            None,
+            None,
+            ("kind", f"{entry} is not callable, so it is no WSGI app", 'set kind = "auto"'),
+        )
     if kind == "cherrypy" and not root_like:
         hint = 'set kind = "wsgi" (or "auto"), or expose handlers with @cherrypy.expose'
-        return None, ("kind", f"{entry} is no CherryPy root: nothing in it is exposed", hint)
+        return None, None, ("kind", f"{entry} is no CherryPy root: nothing in it is exposed", hint)
     if kind == "wsgi" and spec["vhosts"]:
         hint = "remove vhosts, or route domains in the WSGI app"
-        return None, ("vhosts", "need a CherryPy app, but the entry is a WSGI callable", hint)
+        return None, None, ("vhosts", "need a CherryPy app, but the entry is a WSGI callable", hint)
     if kind == "cherrypy" and isinstance(obj, type):
         try:
             obj()  # cpsysd serve creates the root object from the class without arguments
         except Exception as err:
-            return None, ("entry", f"{entry}() failed: {type(err).__name__}: {err}", "fix it")
-    return kind, None
+            return None, None, ("entry", f"{entry}() failed: {type(err).__name__}: {err}", "fix it")
+    return kind, obj, None
 
 
 def main(argv: list[str]) -> int:
@@ -131,15 +194,20 @@ def main(argv: list[str]) -> int:
                 hint,
             )
         )
+    config: dict[str, Any] = {}
     if spec["config"] and not problems:
-        config_problem = _read_config(spec["config"])
+        config, config_problem = _read_config(spec["config"])
         if config_problem:
             problems.append(config_problem)
+    sessions: list[dict[str, Any]] = []
     if not problems or problems[0][0] == "config":
-        kind, problem = _resolve(spec)
+        kind, obj, problem = _resolve(spec)
         if problem:
             problems.append(problem)
-    sys.stdout.write("\n" + MARKER + json.dumps({"kind": kind, "problems": problems}) + "\n")
+        elif kind == "cherrypy":
+            sessions = _session_uses(config, obj)
+    verdict = {"kind": kind, "problems": problems, "sessions": sessions}
+    sys.stdout.write("\n" + MARKER + json.dumps(verdict) + "\n")
     return 0
 
 

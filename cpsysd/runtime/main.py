@@ -179,6 +179,10 @@ def _serve(args: argparse.Namespace) -> int:
 
         check_instance(spec, args.instance)
         os.environ["CPSYSD_INSTANCE"] = args.instance  # as the systemd instance units set it
+    if spec.state_directory:  # as StateDirectory= would, before the app's import reads it
+        from cpsysd.runtime.state import provide_state_directory
+
+        provide_state_directory(spec, args.user, args.group)
     bindings = acquire_listeners(spec, args.instance)
     try:
         return _run(args, spec, bindings)
