@@ -104,6 +104,14 @@ def test_argv_waits_collects_and_uses_the_service_interpreter(tty: bool, mode: s
     assert user_argv[-2:] == ["--", "ls"]
 
 
+def test_setenv_comes_last_and_names_are_checked() -> None:
+    service = service_of(spec_of())
+    argv = oneoff_argv(service, "app", ["ls"], user=False, tty=False, setenv=["A=1", "SECRET"])
+    assert argv[-6:] == ["--setenv", "A=1", "--setenv", "SECRET", "--", "ls"]
+    with pytest.raises(CommandError, match="not an environment variable name"):
+        oneoff_argv(service, "app", ["ls"], user=False, tty=False, setenv=["A B=1"])
+
+
 def test_no_command_is_an_error() -> None:
     with pytest.raises(CommandError, match="no command to run"):
         oneoff_argv(service_of(spec_of()), "app", [], user=False, tty=False)

@@ -22,6 +22,15 @@ def register(app: typer.Typer) -> None:
             metavar="-- COMMAND [ARGS]...",
             help="The command; a leading python or python3 is the service's own interpreter.",
         ),
+        setenv: list[str] = typer.Option(
+            None,
+            "-E",
+            "--setenv",
+            metavar="NAME[=VALUE]",
+            help="Add to the command's "
+            "environment; NAME alone passes this shell's value (keeps secrets off the command "
+            "line). Repeatable.",
+        ),
         user: bool = user_option(),
     ) -> None:
         """Run a command the way the installed service runs: its user (the dynamic user too),
@@ -29,7 +38,8 @@ def register(app: typer.Typer) -> None:
         one is attached; exits with the command's exit status."""
         from cpsysd.host.oneoff import run_oneoff
 
-        status = run_oneoff(name, command, user=user, tty=sys.stdin.isatty())
+        tty = sys.stdin.isatty()
+        status = run_oneoff(name, command, user=user, tty=tty, setenv=setenv or ())
         raise typer.Exit(status)
 
     @app.command("status")

@@ -16,6 +16,7 @@ the state directory stays the service's.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ _LIFE_CYCLE = frozenset(
 # Debian's systemd default PATH (split-usr), behind the interpreter's directory.
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _PYTHON_NAMES = frozenset({"python", "python3"})
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -139,12 +141,26 @@ def oneoff_properties(service: ServiceUnit, name: str) -> list[str]:
 
 
 def oneoff_argv(
-    service: ServiceUnit, name: str, command: Sequence[str], *, user: bool, tty: bool
+    service: ServiceUnit,
+    name: str,
+    command: Sequence[str],
+    *,
+    user: bool,
+    tty: bool,
+    setenv: Sequence[str] = (),
 ) -> list[str]:
     """The ``systemd-run`` command line that runs ``command`` like ``service``. A leading
-    ``python``/``python3`` becomes the service's own interpreter (its virtualenv's)."""
+    ``python``/``python3`` becomes the service's own interpreter (its virtualenv's).
+    ``setenv``: ``NAME=VALUE``, or ``NAME`` alone for the value in this process's environment
+    (systemd-run reads it there, so a password stays off every command line)."""
     if not command:
         raise CommandError("no command to run", f"cpsysd run {name} -- COMMAND [ARGS...]")
+    for assignment in setenv:
+        if not _ENV_NAME.fullmatch(assignment.partition("=")[0]):
+            raise CommandError(
+                f"--setenv {assignment!r}: not an environment variable name",
+                "give NAME=VALUE, or NAME to pass this environment's value",
+            )
     argv = list(command)
     if service.python and argv[0] in _PYTHON_NAMES:
         argv[0] = service.python
@@ -153,6 +169,8 @@ def oneoff_argv(
     run += ["--service-type=exec", f"--description=cpsysd run {name}: {shlex.join(command)}"]
     for prop in oneoff_properties(service, name):
         run += ["-p", prop]
+    for assignment in setenv:  # after the unit's Environment=, so these win
+        run += ["--setenv", assignment]
     return [*run, "--", *argv]
 
 
@@ -181,10 +199,18 @@ def read_service(name: str, user: bool = False) -> ServiceUnit:
     )
 
 
-def run_oneoff(name: str, command: Sequence[str], *, user: bool = False, tty: bool = False) -> int:
+def run_oneoff(
+    name: str,
+    command: Sequence[str],
+    *,
+    user: bool = False,
+    tty: bool = False,
+    setenv: Sequence[str] = (),
+) -> int:
     """Run ``command`` as the installed service ``name`` runs, attached to this process's
-    standard streams (a pseudo-terminal with ``tty``); returns the command's exit status."""
-    argv = oneoff_argv(read_service(name, user), name, command, user=user, tty=tty)
+    standard streams (a pseudo-terminal with ``tty``), with ``setenv`` added to its
+    environment (see :func:`oneoff_argv`); returns the command's exit status."""
+    argv = oneoff_argv(read_service(name, user), name, command, user=user, tty=tty, setenv=setenv)
     proc = spawn(argv)
     try:
         # No time limit of ours: a migration takes what it takes; ^C reaches systemd-run too
