@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -148,6 +149,18 @@ def test_django_migrate_createsuperuser_and_admin_login(
     assert seen.stdout.split() == [str(service_uid), "/srv/mysite", "/var/lib/mysite"]
     assert "Read-only file system" in seen.stderr
     assert cpsysd_run("python", "-c", "raise SystemExit(7)").returncode == 7
+    # with a terminal attached (script(1) gives it one) the command gets a terminal of its own
+    # (--pty: /dev/tty opens, a controlling terminal), not just the caller's file descriptors
+    tty_probe = (
+        "import os\ntry: open('/dev/tty'); t = 'ctty'\nexcept OSError: t = 'none'\n"
+        "print(t, os.getuid())"
+    )
+    run_argv = [python, "-m", "cpsysd", "run", "mysite", "--", "python", "-c", tty_probe]
+    on_tty = container.run(["script", "-qec", shlex.join(run_argv), "/dev/null"], timeout=120)
+    terminal, uid = on_tty.stdout.split()[-2:]
+    assert terminal.endswith("ctty")  # after the terminal's echo of control characters, if any
+    assert uid == str(service_uid)
+    assert cpsysd_run("python", "-c", tty_probe).stdout.split()[0] == "none"  # no terminal: --pipe
 
     status, location, cookie = json.loads(
         container.run(["/usr/bin/python3", "-c", LOGIN, password]).stdout
