@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from e2etools import curl, example_spec, install_app, prepare_app
 
-from cpsysd.description.load import parse_spec
+from cpsysd.description.load import Listener, TLSConfig, parse_spec
 from cpsysd.harness.container import Container
 from cpsysd.harness.provision import VENV
+from cpsysd.tls.pki import CertificateAuthority
 
 pytestmark = pytest.mark.e2e
 
@@ -213,3 +214,29 @@ def test_status_and_logs_show_every_instance(container: Container) -> None:
     assert "x hello@3.service: failed (failed), result exit-code" in failed.stdout
     assert "broken-on-purpose" in failed.stdout  # the failed unit's last journal lines
     assert failed.stdout.splitlines()[-1] == "hello: 7 units, 1 failed"
+
+
+def test_run_gets_the_service_credentials_not_the_files(container: Container) -> None:
+    """LoadCredential= comes along: the one-off reads the key from $CREDENTIALS_DIRECTORY, as
+    the service does, while the root-owned 0600 file itself stays closed to it."""
+    ca = CertificateAuthority.create()
+    leaf = ca.issue_leaf_cert("localhost", "127.0.0.1")
+    container.write_file("/etc/cpsysd/tls/hello.crt", leaf.cert_pem.bytes().decode())
+    key = leaf.private_key_pem().bytes().decode()
+    container.write_file("/etc/cpsysd/tls/hello.key", key, 0o600)
+    tls = TLSConfig(cert="/etc/cpsysd/tls/hello.crt", key="/etc/cpsysd/tls/hello.key")
+    python = install_app(
+        container, example_spec(listeners=(Listener("https", True, port=8443),), tls=tls)
+    )
+    probe = (
+        "import os\n"
+        "d = os.environ['CREDENTIALS_DIRECTORY']\n"
+        "print(sorted(os.listdir(d)), open(d + '/tls-key').read().startswith('-----BEGIN'))\n"
+        "open('/etc/cpsysd/tls/hello.key')\n"
+    )
+    argv = [python, "-m", "cpsysd", "run", "hello", "--", "python", "-c", probe]
+    result = container.run(argv, check=False)
+    print(result.stdout, result.stderr)
+    assert result.stdout.strip() == "['tls-cert', 'tls-key'] True"
+    assert "PermissionError" in result.stderr
+    assert result.returncode == 1
