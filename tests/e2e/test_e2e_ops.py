@@ -199,6 +199,17 @@ def test_status_and_logs_show_every_instance(container: Container) -> None:
     assert all('"GET / HTTP/1.1" 200' in line for line in access)
     assert any(" hello@1.socket: " in line for line in logs.stdout.splitlines())
 
+    # -f follows: a request made after it started shows up; ^C ends it and its journalctl
+    follow = container.sh(
+        "(sleep 3; curl -s -A follow-e2e http://127.0.0.1:8080/ >/dev/null) & "
+        f"timeout --preserve-status -s INT 8 {python} -m cpsysd logs hello -f -n 0; echo exit=$?",
+        timeout=60,
+    )
+    print(follow.stdout, follow.stderr)
+    assert any('agent="follow-e2e"' in line for line in follow.stdout.splitlines())
+    assert follow.stdout.splitlines()[-1] == "exit=130"
+    assert "journalctl" not in container.run(["ps", "-eo", "comm"]).stdout
+
     # an instance that fails makes status fail, and shows why (a runtime drop-in breaks it)
     container.write_file(
         "/run/systemd/system/hello@3.service.d/broken.conf",
