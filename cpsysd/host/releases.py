@@ -21,6 +21,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -194,7 +195,7 @@ def build_release(spec: AppSpec, app_dir: Path, release_id: str) -> Release:
     except OSError as err:
         remove_release(app_dir, release_id)
         raise CpsysdError(
-            f"building release {release_id} failed: {err.strerror or err} ({err.filename})",
+            f"building release {release_id} failed: {_os_problem(err)}",
             "free space or fix the permissions under the releases directory; "
             "the live release was not touched",
         ) from None
@@ -210,6 +211,15 @@ def build_release(spec: AppSpec, app_dir: Path, release_id: str) -> Release:
             f"release {release_id} is not the app: {err.message}",
             f"{err.hint or 'fix the app'}; the live release was not touched",
         ) from None
+
+
+def _os_problem(err: OSError) -> str:
+    """One line for ``err``; copytree gathers its failures into one shutil.Error."""
+    if isinstance(err, shutil.Error) and err.args and isinstance(err.args[0], list):
+        _source, target, why = err.args[0][0]
+        reason = re.sub(r"^\[Errno \d+\] ", "", str(why)).split(":")[0]
+        return f"{reason} ({target})"
+    return f"{err.strerror or err} ({err.filename})"
 
 
 def remove_release(app_dir: Path, release_id: str) -> None:
