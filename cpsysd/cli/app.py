@@ -47,9 +47,9 @@ def _root(
 
 def _register() -> None:
     # Imported here, not at module top, so each module can register on the finished app.
-    from cpsysd.cli import cert, debian, export, ops, scale, serve, trycmd, units
+    from cpsysd.cli import cert, debian, deploy, export, ops, scale, serve, trycmd, units
 
-    for module in (units, serve, cert, trycmd, debian, scale, export, ops):
+    for module in (units, serve, cert, trycmd, debian, scale, export, ops, deploy):
         module.register(app)
 
 

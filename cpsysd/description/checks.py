@@ -395,6 +395,14 @@ def _body_size(fieldname: str, value: object) -> str:
     return size
 
 
+def _health_path(fieldname: str, value: object) -> str:
+    path: str = _typed(fieldname, value, str, 'a URL path like "/health"')
+    # Sent as a request line in-process: no spaces, controls or a scheme and host.
+    if not re.fullmatch(r"/[A-Za-z0-9_.~/?=&%+-]*", path):
+        raise SpecError(fieldname, f"{path!r} is not a URL path", 'e.g. health_path = "/health"')
+    return path
+
+
 def _vhosts(fieldname: str, value: object) -> tuple[tuple[str, str], ...]:
     table = _typed(fieldname, value, dict, 'a table of "domain" = "/path"')
     pairs = []

@@ -266,6 +266,10 @@ FIELDS = (
           0, 300, False, low=0, high=86400),
     Field("timeout_stop_sec", "integer", "how long in-flight requests may finish on stop",
           "how long in-flight requests may finish on stop", 30, low=1, high=3600),
+    Field("health_path", "string", "READY=1 only after the app answered a GET of this path "
+          "with 2xx, asked in-process before it accepts a connection (the health gate of "
+          "`cpsysd deploy`); none: no check", "the health gate: READY=1 only once this answers "
+          "2xx", None, "/health", False, check=_plain(checks._health_path)),
     Field("restart", "string", "`Restart=`", "systemd Restart=", "on-failure", choices=Restart),
     Field("hardening", "string", "`relaxed` drops MemoryDenyWriteExecute, the syscall filter and "
           "PrivateUsers (JITs, cffi callbacks)", "strict, or relaxed (JITs, cffi callbacks)",

@@ -126,6 +126,7 @@ class AppSpec:
     watchdog_sec: int = 30
     idle_stop_sec: int = 0  # 0: never; else exit 0 after this long with no connection
     timeout_stop_sec: int = 30
+    health_path: str | None = None  # READY=1 only after the app answered it 2xx in-process
     restart: Restart = Restart.ON_FAILURE
     hardening: Hardening = Hardening.STRICT
     state_directory: bool = False

@@ -230,6 +230,7 @@ def service_context(spec: AppSpec, options: RenderOptions) -> dict[str, Any]:
         "description": _field("description", escape.unit_value, spec.description),
         "description_path": escape.file_url_path(options.description_path),
         "sockets": [socket_unit_name(spec, fd) for fd in spec.fd_names],
+        "shared_sockets": [],  # Sockets=: only release units (cpsysd.render.releases)
         "network": spec.network and not options.user_mode,
         "part_of": None,
         "exec_start": exec_start(spec, options),

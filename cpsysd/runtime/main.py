@@ -213,16 +213,35 @@ def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> in
     if connections is not None:
         plugins.IdleStopPlugin(engine, connections, spec.idle_stop_sec, notifier).subscribe()
     plugins.GracefulStopPlugin(engine, servers, spec.timeout_stop_sec).subscribe()
+    if spec.health_path is not None:
+        from cpsysd.runtime import health
+
+        health.HealthGatePlugin(engine, cherrypy.tree, spec.health_path).subscribe()
     _subscribe_watchdog(engine, servers, status_text)
     for plugin in host_plugins:
         plugin.subscribe()  # type: ignore[attr-defined]
     reloader = plugins.Reloader(engine, served, sink, servers, status_text, cherrypy.log)
     signals = plugins.Signals(engine, reloader, _EARLY_SIGNALS)
     signals.install()
-    engine.start()
+    _start_engine(engine)
     signals.started()
     engine.block()
     return 0
+
+
+def _start_engine(engine: Any) -> None:
+    """``engine.start()``; a failed health gate stops what started (the servers never
+    accepted) and becomes the one-line error of :func:`serve_main`."""
+    from cpsysd.runtime.health import HealthGateFailed
+
+    try:
+        engine.start()
+    except HealthGateFailed as failed:
+        engine.stop()  # out of STARTING first: exit() from there would os._exit(70)
+        engine.exit()
+        raise CpsysdError(
+            str(failed), "make the app answer health_path with 2xx, or correct health_path"
+        ) from None
 
 
 def _quiet_cherrypy_defaults(engine: Any, bindings: list[Binding]) -> None:

@@ -1,0 +1,95 @@
+"""Release units (cpsysd.render.releases): the template of ``NAME-release@ID.service`` shares the
+app's sockets (``Sockets=``), runs from the release's directory, and the socket drop-in names the
+live release; the real ``systemd-analyze verify`` loads them all, drop-in included, silently."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from cpsysd.description.load import AppSpec, parse_spec
+from cpsysd.render.releases import (
+    release_template_name,
+    release_unit,
+    render_release_service,
+    render_socket_dropin,
+    socket_dropins,
+)
+from cpsysd.render.units import RenderOptions, render_units
+
+
+def spec_of(**fields: object) -> AppSpec:
+    base = {"name": "app", "entry": "app:Root", "python": "/usr/bin/python3"}
+    return parse_spec({**base, **fields}, "/srv/app")
+
+
+def directives(text: str) -> list[tuple[str, str]]:
+    return [
+        (key, value)
+        for key, _, value in (line.partition("=") for line in text.splitlines())
+        if key and not key.startswith(("#", "["))
+    ]
+
+
+def _release_tree(releases: Path, name: str, release_id: str) -> None:
+    """What cpsysd deploy leaves for a release: its venv interpreter and its app directory."""
+    (releases / name / release_id / "venv" / "bin").mkdir(parents=True)
+    (releases / name / release_id / "venv" / "bin" / "python").symlink_to("/usr/bin/python3")
+    (releases / name / release_id / "app").mkdir()
+
+
+def test_release_template_shares_the_sockets_and_runs_from_the_release() -> None:
+    spec = spec_of(listen=["8080", "8443=admin"], state_directory=True)
+    text = render_release_service(spec, PurePosixPath("/var/lib/cpsysd/releases"))
+    found = directives(text)
+    assert ("Sockets", "app.socket") in found
+    assert ("Sockets", "app-admin.socket") in found
+    root = "/var/lib/cpsysd/releases/app/%i"
+    assert ("ExecStart", f"{root}/venv/bin/python -m cpsysd serve -c {root}/cpsysd.toml") in found
+    assert ("WorkingDirectory", f"{root}/app") in found
+    # The journal and the state directory are the app's, whichever release runs.
+    assert ("SyslogIdentifier", "app") in found
+    assert ("StateDirectory", "app") in found
+    single = dict(directives(render_units(spec, RenderOptions("/x.toml"))["app.service"]))
+    assert "Sockets" not in single  # a plain install is unchanged
+
+
+def test_percent_in_the_releases_path_is_not_a_specifier() -> None:
+    text = render_release_service(spec_of(), PurePosixPath("/srv/100%/releases"))
+    assert "WorkingDirectory=/srv/100%%/releases/app/%i/app" in text
+
+
+def test_socket_dropins_name_the_live_release() -> None:
+    spec = spec_of(listen=["8080", "8443=admin"])
+    assert socket_dropins(spec) == [
+        "app.socket.d/cpsysd-release.conf",
+        "app-admin.socket.d/cpsysd-release.conf",
+    ]
+    assert ("Service", "app-release@r7.service") in directives(render_socket_dropin(spec, "r7"))
+    assert release_unit("app", "r7") == "app-release@r7.service"
+
+
+@pytest.mark.parametrize("network", [True, False])
+def test_systemd_analyze_verifies_the_release_units(tmp_path: Path, network: bool) -> None:
+    spec = spec_of(network=network, health_path="/health")
+    releases = tmp_path / "releases"
+    _release_tree(releases, "app", "r1")
+    units = tmp_path / "units"
+    units.mkdir()
+    for name, text in render_units(spec, RenderOptions("/etc/cpsysd/app.toml")).items():
+        (units / name).write_text(text)
+    template = render_release_service(spec, PurePosixPath(releases))
+    (units / release_template_name(spec).replace("@.", "@r1.")).write_text(template)
+    for dropin in socket_dropins(spec):
+        (units / dropin).parent.mkdir()
+        (units / dropin).write_text(render_socket_dropin(spec, "r1"))
+    argv = [str(units / name) for name in ("app-release@r1.service", "app.socket", "app.service")]
+    result = subprocess.run(["systemd-analyze", "verify", *argv], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout + result.stderr == ""
+    # The drop-in is read: pointing the socket at a release with no unit fails the check.
+    (units / socket_dropins(spec)[0]).write_text(render_socket_dropin(spec, "r9"))
+    again = subprocess.run(["systemd-analyze", "verify", *argv], capture_output=True, text=True)
+    assert "service app-release@r9.service not loaded" in again.stderr
