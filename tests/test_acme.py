@@ -65,6 +65,10 @@ def _renew(description: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _cert(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CPSYSD, "cert", *args], capture_output=True, text=True, timeout=60)
+
+
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -129,6 +133,14 @@ def test_first_issuance_over_http01_answered_by_the_runtime(tmp_path: Path, pebb
         status, body = get(f"127.0.0.1:{pebble.http_port}", "/.well-known/acme-challenge/..%2fx")
         assert status == 404
         assert get(f"127.0.0.1:{pebble.http_port}", "/")[1] == b"hello\n"
+        shown = _cert("show", "-c", str(description))
+        assert shown.returncode == 0, shown.stderr
+        assert f"  ACME CA:     {pebble.directory} (http-01)" in shown.stdout
+        assert "  renewal:     after " in shown.stdout
+        assert "rt-cert-renew.timer" in shown.stdout
+        checked = _cert("check", str(tls / "cert.pem"), "-c", str(description))
+        assert checked.returncode == 0, checked.stderr
+        assert "; ACME renewal after " in checked.stdout
         again = _renew(description)
         assert again.returncode == 0, again.stderr
         assert "not due" in again.stdout
@@ -168,6 +180,11 @@ def _fails_keeping_the_old(description: Path, tls: Path, old: bytes) -> str:
     waiting = _renew(description)
     assert waiting.returncode == 0, waiting.stderr
     assert "next try after" in waiting.stdout
+    # cert check -c fails while the renewal is overdue and failing; show says why.
+    checked = _cert("check", str(tls / "cert.pem"), "--days", "0", "-c", str(description))
+    assert checked.returncode != 0
+    assert "renewal failing: " in checked.stderr
+    assert "  last try:    failed 1x: " in _cert("show", "-c", str(description)).stdout
     return done.stderr
 
 

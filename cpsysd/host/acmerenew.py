@@ -182,3 +182,41 @@ def _key_type(current: Certificate | None) -> KeyType:
 
     found = key_type_of(current.x509.public_key()) if current is not None else None
     return found or KeyType.EC_P256
+
+
+def acme_status(
+    spec: AppSpec, now: datetime.datetime | None = None
+) -> tuple[list[str], str | None]:
+    """What ``cert show -c``/``cert check -c`` add for an ACME certificate: lines (CA, next
+    renewal, a failing renewal's last error) and the problem ``check`` fails on, if any: a
+    renewal that keeps failing while the certificate is past its renewal time."""
+    from cpsysd.tls.pki import Certificate
+    from cpsysd.tls.x509 import utc_now
+
+    tls = spec.tls
+    if tls is None or tls.acme is None:
+        return [], None
+    now = now or utc_now()
+    lines = [f"  ACME CA:     {tls.acme} ({tls.acme_challenge.value})"]
+    cert_path = Path(tls.cert)
+    problem = None
+    if cert_path.exists():
+        leaf = Certificate.list_from_pem(cert_path.read_bytes(), str(cert_path))[0]
+        if leaf.issuer == leaf.subject:
+            lines.append("  renewal:     due now (a self-signed placeholder)")
+            problem = "still the self-signed placeholder: the CA has not issued yet"
+        else:
+            due = renewal_time(leaf, tls.renew_days)
+            state = "due now" if now >= due else f"after {due:%Y-%m-%d %H:%M} UTC"
+            lines.append(f"  renewal:     {state} ({spec.name}-cert-renew.timer)")
+            if now >= due:
+                problem = f"past its renewal time {due:%Y-%m-%d %H:%M} UTC"
+    failures, not_before, error = read_retry(tls)
+    if failures:
+        when = f"{not_before:%Y-%m-%d %H:%M} UTC" if not_before else "the next timer run"
+        lines.append(f"  last try:    failed {failures}x: {error}; next after {when}")
+        if problem:
+            problem += f"; renewal failing: {error}"
+    elif problem and not failures:
+        problem = None  # due, not failing: the timer renews at its next run
+    return lines, problem
