@@ -134,15 +134,7 @@ def renew_acme_certificate(
             f"({failures} failed: {last_error})"
         )
     if current is None:
-        certfiles.make_self_signed(
-            cert_path,
-            key_path,
-            list(tls.hosts),
-            _key_type(None),
-            PLACEHOLDER_DAYS,
-            passphrase=passphrase,
-            force=True,
-        )
+        write_placeholder(tls, passphrase)
     order = AcmeOrder(
         tls.acme,
         tls.hosts,
@@ -174,6 +166,25 @@ def renew_acme_certificate(
         f"renewed {cert_path} ({why}) from {tls.acme}: {certfiles.summary(leaf)}; "
         f"next renewal after {renewal_time(leaf, tls.renew_days):%Y-%m-%d %H:%M} UTC"
     )
+
+
+def write_placeholder(tls: TLSConfig, passphrase: bytes | None = None) -> bool:
+    """Write the self-signed placeholder when there is no certificate yet (the app must start
+    to answer the CA); False when there is one. ``install`` calls it before its checks."""
+    from cpsysd.tls import certfiles
+
+    if Path(tls.cert).exists():
+        return False
+    certfiles.make_self_signed(
+        Path(tls.cert),
+        Path(tls.key),
+        list(tls.hosts),
+        _key_type(None),
+        PLACEHOLDER_DAYS,
+        passphrase=passphrase,
+        force=True,
+    )
+    return True
 
 
 def _key_type(current: Certificate | None) -> KeyType:
