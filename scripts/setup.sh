@@ -17,6 +17,7 @@ APT_PACKAGES=(
   python3-cherrypy3 python3-systemd python3-jinja2 python3-cryptography python3-typer
   ansible-core ansible-lint  # cpsysd export ansible: tests/test_ansible.py, tests/e2e/test_e2e_ansible.py
   uwsgi-core uwsgi-plugin-python3  # bench/: the uWSGI baseline
+  pebble  # tests/test_acme.py: the ACME test server (RFC 8555), with real challenge validation
   strace  # test_tls_files.py: keys opened 0600 with O_EXCL; test_hostile_faults.py: SIGKILL at each step
   systemd dbus procps passwd tar  # cpsysd.harness.container / tests/e2e: systemd in a container, ps, useradd
 )

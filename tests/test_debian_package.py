@@ -96,6 +96,7 @@ def test_cpsysd_package_contents(debs: Debs) -> None:
         "python3-jinja2",
         "python3-cryptography",
         "python3-typer",
+        "python3-acme",
     ):
         assert package_name in fields
 

@@ -21,6 +21,7 @@ from cpsysd.description.initfile import InitRequest, default_note, render_init
 from cpsysd.description.load import KNOWN_KEYS, parse_spec
 from cpsysd.description.model import AppSpec, NginxConfig, TLSConfig
 from cpsysd.description.toml import spec_to_toml, toml_value
+from cpsysd.errors import SpecError
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 ROWS = [(None, row) for row in FIELDS] + [
@@ -33,6 +34,19 @@ MINIMAL = {"name": "app", "entry": "app:Root"}
 def uncommented(text: str) -> str:
     """init's text with every commented-out field and section turned on."""
     return re.sub(r"(?m)^# (?=\[|[\w\"/.-]+ = )", "", text)
+
+
+# [tls] acme and ca_dir are two sources of the certificate, refused together: init shows both
+# (commented out), so a file with every line turned on keeps one of them.
+LOCAL_CA_KEYS = ("ca_dir", "ca_passphrase_file")
+
+
+def one_source(table: dict[str, Any], keep_local_ca: bool = False) -> dict[str, Any]:
+    tls = table.get("tls", {})
+    if "acme" not in tls or "ca_dir" not in tls:
+        return table
+    drop = [k for k in tls if k.startswith("acme")] if keep_local_ca else LOCAL_CA_KEYS
+    return {**table, "tls": {k: v for k, v in tls.items() if k not in drop}}
 
 
 def section_text(text: str, section: str | None) -> str:
@@ -67,7 +81,8 @@ def test_every_field_is_in_init_readme_and_write_back(section: str | None, row: 
     assert f"| `{key}` | " in README.read_text(encoding="utf-8")
     assert f"| {default_text(row)} | {row.help} |" in README.read_text(encoding="utf-8")
     # write-back: present in the resolved description of init's every-field example ...
-    full = parse_spec(tomllib.loads(uncommented(init)), "/srv/app")
+    every = tomllib.loads(uncommented(init))
+    full = parse_spec(one_source(every, keep_local_ca=row.key in LOCAL_CA_KEYS), "/srv/app")
     written = tomllib.loads(spec_to_toml(full))
     assert row.key in (written[section] if section else written)
     # ... and a literal default is written as itself when the description leaves it out
@@ -88,7 +103,10 @@ def test_init_uncommented_uses_every_field_and_parses() -> None:
     assert set(table) == KNOWN_KEYS
     for section in (row for row in FIELDS if row.fields):
         assert set(table[section.key]) == {sub.key for sub in section.fields}
-    spec = parse_spec(table, "/srv/app")
+    with pytest.raises(SpecError, match=r"^tls\.ca_dir: and acme are two sources"):
+        parse_spec(table, "/srv/app")
+    assert parse_spec(one_source(table), "/srv/app").tls.acme  # type: ignore[union-attr]
+    spec = parse_spec(one_source(table, keep_local_ca=True), "/srv/app")
     assert spec.tls is not None
     assert spec.tls.ca_passphrase_file == "/root/ca.pass"
     assert spec.nginx is not None

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from scalekit import nginx_problems, nginx_test
+from scalekit import free_port, nginx_problems, nginx_running, nginx_test, wait_for_port
 
 from cpsysd.description.load import AppSpec, NginxConfig, parse_spec
 from cpsysd.errors import SpecError
@@ -177,3 +177,44 @@ def test_the_nginx_check_rejects_a_broken_site(tmp_path: Path) -> None:
     result = nginx_test(tmp_path / "nginx", "server { listen 127.0.0.1:1; bogus_directive on; }\n")
     assert result.returncode != 0
     assert "bogus_directive" in result.stderr
+
+
+@pytest.mark.parametrize("port", [80, 443])
+def test_acme_answers_come_before_the_proxy_and_the_redirect(
+    port: int, tls_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The generated site serves http-01 answers from the challenge directory itself, on the
+    plain site and on the port-80 server that otherwise redirects to HTTPS (real nginx)."""
+    cert, key = tls_files
+    answers = tmp_path / "acme"
+    answers.mkdir()
+    (answers / "tok_1").write_text("tok_1.thumbprint")
+    front = free_port()
+    nginx: dict[str, object] = {"listen": front if port == 80 else 443, "server_name": ["a.test"]}
+    if port == 443:
+        nginx |= {"tls_cert": str(cert), "tls_key": str(key)}
+    tls = {"cert": str(cert), "key": str(key), "acme": "letsencrypt-staging", "hosts": ["a.test"],
+           "acme_challenge_dir": str(answers)}  # fmt: skip
+    site = render_site(spec_of(tmp_path, nginx=nginx, tls=tls), ("127.0.0.1",))
+    assert site.count("location ^~ /.well-known/acme-challenge/") == (1 if port == 80 else 2)
+    assert_nginx_accepts(site, tmp_path / "check")
+    if port == 443:
+        return  # the live check needs port 80 for the redirect server; nginx -t covers it
+    with nginx_running(tmp_path / "nginx", site) as proc:
+        wait_for_port("127.0.0.1", front, proc=proc)
+
+        def get(path: str) -> tuple[str, str]:
+            out = subprocess.run(
+                ["curl", "-s", "-w", " %{http_code}", "-H", "Host: a.test",
+                 f"http://127.0.0.1:{front}{path}"],
+                capture_output=True, text=True, timeout=10,
+            )  # fmt: skip
+            body, _, code = out.stdout.rpartition(" ")
+            return code, body
+
+        assert get("/.well-known/acme-challenge/tok_1") == ("200", "tok_1.thumbprint")
+        assert get("/.well-known/acme-challenge/other")[0] == "404"  # not proxied to the app
+
+
+def test_no_acme_location_without_acme(tmp_path: Path) -> None:
+    assert "acme-challenge" not in render_site(spec_of(tmp_path))

@@ -21,8 +21,10 @@ from cpsysd.cli.options import (
     passphrase_file_option,
     user_option,
 )
+from cpsysd.errors import CpsysdError
 
 if TYPE_CHECKING:
+    from cpsysd.description.model import AppSpec
     from cpsysd.tls.names import KeyType
 
 cert_app = typer.Typer(
@@ -206,14 +208,35 @@ def csr(
 
 @cert_app.command("show")
 def show(
-    file: str = typer.Argument(..., metavar="FILE", help="A PEM certificate, chain or bundle."),
+    file: Optional[str] = typer.Argument(
+        None, metavar="[FILE]", help="A PEM certificate, chain or bundle; none: [tls] cert of -c."
+    ),
+    config: Optional[Path] = config_option(note="With [tls] acme: the CA and the next renewal."),
 ) -> None:
     """Print subject, names, issuer, validity, key type and SHA-256 fingerprint of each
-    certificate in FILE."""
+    certificate in FILE; with -c, also an ACME certificate's CA and next renewal."""
     from cpsysd.tls import certfiles
 
-    for line in certfiles.show_lines(Path(file)):
+    spec = _tls_description(config) if config is not None or file is None else None
+    path = Path(file) if file else Path(spec.tls.cert) if spec and spec.tls else None
+    if path is None:
+        raise CpsysdError("no certificate to show", "name a FILE, or -c a description with [tls]")
+    for line in certfiles.show_lines(path):
         typer.echo(line)
+    if spec is not None:
+        from cpsysd.host.acmerenew import acme_status
+
+        for line in acme_status(spec)[0]:
+            typer.echo(line)
+
+
+def _tls_description(config: Optional[Path]) -> AppSpec:
+    from cpsysd.description.load import load_spec
+
+    spec = load_spec(find_description(config))
+    if spec.tls is None:
+        raise CpsysdError(f"{spec.source} has no [tls] table", "add [tls] cert and key")
+    return spec
 
 
 @cert_app.command("check")
@@ -245,21 +268,32 @@ def check(
     passphrase_credential: Optional[str] = passphrase_credential_option(
         help="Credential holding the --key passphrase."
     ),
+    config: Optional[Path] = config_option(
+        note="With [tls] acme: also fail while its renewal is overdue and failing."
+    ),
 ) -> None:
     """Exit non-zero when FILE expires within N days, does not match --key, or does not
     chain up to --ca; for scripts and timers. Prints one line either way."""
+    from cpsysd.errors import TLSError
     from cpsysd.tls import certfiles
 
     secret = _passphrase(passphrase_file, passphrase_credential)
-    typer.echo(
-        certfiles.check_certificate(
-            Path(file),
-            Path(key) if key else None,
-            Path(ca_file) if ca_file else None,
-            days,
-            secret,
-        )
+    report = certfiles.check_certificate(
+        Path(file),
+        Path(key) if key else None,
+        Path(ca_file) if ca_file else None,
+        days,
+        secret,
     )
+    if config is not None:
+        from cpsysd.host.acmerenew import acme_status
+
+        lines, problem = acme_status(_tls_description(config))
+        if problem:
+            raise TLSError(f"{file}: {problem}", "see journalctl -u NAME-cert-renew.service")
+        renewal = [line.split("renewal:", 1)[1].strip() for line in lines if "renewal:" in line]
+        report += "".join(f"; ACME renewal {text}" for text in renewal)
+    typer.echo(report)
 
 
 @cert_app.command("renew")

@@ -20,8 +20,9 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
-from cpsysd.description import checks, resources
+from cpsysd.description import acme, checks, resources
 from cpsysd.description.model import (
+    AcmeChallenge,
     AppSpec,
     Hardening,
     Kind,
@@ -185,14 +186,32 @@ TLS_FIELDS = (
     Field("passphrase_file", "string", "the passphrase of an encrypted key, as a credential too",
           "for an encrypted key", None, "/root/tls.pass", False, path="file", base="workdir"),
     Field("renew_days", "integer", "re-issue this many days before expiry "
-          "(`NAME-cert-renew.timer`); 0: no renewal", "re-issue this many days before expiry "
-          "(a timer)", 0, 30, False, low=0, high=365),
+          "(`NAME-cert-renew.timer`); 0: no renewal; with `acme`, the latest point",
+          "re-issue this many days before expiry (a timer)", 0, 30, False, low=0, high=365),
     Field("hosts", "array", "subjectAltNames to renew for; `[]`: the certificate's own",
           "names to renew for", [], ["localhost"], False, check=_plain(checks._tls_hosts)),
     Field("ca_dir", "string", "renew from this local CA; none: self-signed renewal",
           "renew from this CA", None, "/etc/cpsysd/ca", False, path="directory", base="workdir"),
     Field("ca_passphrase_file", "string", "the passphrase of the `ca_dir` key (renewal only)",
           "for an encrypted CA key", None, "/root/ca.pass", False, path="file", base="workdir"),
+    Field("acme", "string", '`"letsencrypt"`, `"letsencrypt-staging"` or an ACME directory URL: '
+          "the certificate for `hosts` comes from that CA, issued at `install` and renewed by "
+          "`NAME-cert-renew.timer` at two thirds of its lifetime", "get the certificate from "
+          "this ACME CA", None, "letsencrypt-staging", False, check=_plain(acme.check_directory)),
+    Field("acme_email", "string", "the ACME account's contact (expiry notices)",
+          "ACME account contact", None, "ops@example.org", False, check=_plain(acme.check_email)),
+    Field("acme_challenge", "string", "`http-01`: answered on the plain `http` listener (or "
+          "nginx) from `acme_challenge_dir`, before the app sees the request",
+          "how the CA checks the names", "http-01", None, False, choices=AcmeChallenge),
+    Field("acme_ca_bundle", "string", "CA file trusted for the ACME server's own HTTPS (a "
+          "private CA such as pebble); none: the system's", "trust for a private ACME server",
+          None, "/etc/cpsysd/acme-server-ca.pem", False, path="file", base="workdir"),
+    Field("acme_account_key", "string", "the ACME account key (root's, 0600, never given to "
+          "the app); none: `acme-account.pem` beside `key`", "ACME account key (0600)", None,
+          "/etc/cpsysd/tls/acme-account.pem", False, path="file", base="workdir"),
+    Field("acme_challenge_dir", "string", "where the renewal job writes http-01 responses; none: "
+          "`/run/cpsysd/acme/NAME`", "http-01 responses", None, "/run/cpsysd/acme/APP", False,
+          path="directory", base="workdir"),
 )  # fmt: skip
 
 NGINX_FIELDS = (

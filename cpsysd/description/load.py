@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cpsysd.description.acme import check_acme_rules
 from cpsysd.description.bounds import read_description
 from cpsysd.description.checks import (
     SUN_PATH_MAX,
@@ -112,6 +113,7 @@ def parse_spec(table: Mapping[str, Any], base_dir: str, source: str | None = Non
     _check_idle_stop(spec)
     check_memory_order(spec.memory_high, spec.memory_max)
     _check_sections(spec)
+    check_acme_rules(spec)
     return spec
 
 

@@ -48,6 +48,18 @@ class WorkerMode(StrEnum):
     PORTS = "ports"
 
 
+class AcmeChallenge(StrEnum):
+    """How an ACME CA checks that the app controls a name (RFC 8555 section 8.3, RFC 8737)."""
+
+    HTTP_01 = "http-01"
+    TLS_ALPN_01 = "tls-alpn-01"
+
+
+# Where the renewal job puts http-01 responses and the runtime (and nginx) read them, unless
+# [tls] acme_challenge_dir says otherwise: systemd makes it (RuntimeDirectory= of the job).
+ACME_CHALLENGE_ROOT = "/run/cpsysd/acme"
+
+
 @record
 class Listener:
     """One listening socket: TCP (``host`` None means every address, dual-stack) or unix."""
@@ -89,6 +101,19 @@ class TLSConfig:
     hosts: tuple[str, ...] = ()  # subjectAltNames for renewal
     passphrase_file: str | None = None  # the encrypted key's passphrase, as a credential too
     ca_passphrase_file: str | None = None  # the ca_dir key's passphrase, for the renewal job only
+    acme: str | None = None  # an ACME directory URL: the certificate comes from that CA
+    acme_email: str | None = None  # the account's contact
+    acme_challenge: AcmeChallenge = AcmeChallenge.HTTP_01
+    acme_ca_bundle: str | None = None  # trust for a private ACME server's own HTTPS (pebble)
+    acme_account_key: str | None = None  # None: acme-account.pem beside the key
+    acme_challenge_dir: str | None = None  # None: ACME_CHALLENGE_ROOT/NAME
+
+    @property
+    def account_key_path(self) -> str:
+        """The ACME account key: root's, 0600, never handed to the app."""
+        import os.path
+
+        return self.acme_account_key or os.path.join(os.path.dirname(self.key), "acme-account.pem")
 
 
 @record
@@ -140,6 +165,14 @@ class AppSpec:
     nginx: NginxConfig | None = None
     vhosts: tuple[tuple[str, str], ...] = ()  # (domain, path prefix of the root)
     source: str | None = field(default=None, compare=False)  # the file it was read from
+
+    @property
+    def acme_challenge_dir(self) -> str | None:
+        """Where http-01 responses are, for an ACME certificate answered over http-01."""
+        tls = self.tls
+        if tls is None or tls.acme is None or tls.acme_challenge is not AcmeChallenge.HTTP_01:
+            return None
+        return tls.acme_challenge_dir or f"{ACME_CHALLENGE_ROOT}/{self.name}"
 
     @property
     def module(self) -> str:

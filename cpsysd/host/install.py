@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cpsysd import escape
-from cpsysd.description.load import AppSpec
+from cpsysd.description.load import AppSpec, TLSConfig
 from cpsysd.description.toml import spec_to_toml
 from cpsysd.errors import CpsysdError, InstallError
 from cpsysd.host import fsutil, manifests
@@ -44,6 +44,7 @@ from cpsysd.host.reach import check_reachable
 from cpsysd.host.run import run_command, systemctl, systemd_running
 from cpsysd.render.common import MARKER
 from cpsysd.render.envfile import environment_file_text
+from cpsysd.render.renew import renew_unit_names
 from cpsysd.render.units import RenderOptions, render_units, units_to_enable
 
 SYSTEM_UNIT_DIR = PurePosixPath("/etc/systemd/system")
@@ -270,6 +271,8 @@ def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
         files[environment] = environment_file_text(spec).encode()
     files.update({unit_dir / fname: text.encode() for fname, text in units.items()})
 
+    if target.root is None and spec.tls is not None and spec.tls.acme is not None:
+        _acme_placeholder(spec.tls, report)
     if target.root is None and not target.user:
         check_reachable(spec)  # a unit that could never start is refused before any write
     if target.root is None:
@@ -328,6 +331,7 @@ def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
     if target.start:
         systemctl("enable", "--now", *enable, user=target.user)
         report.enabled = enable
+        _first_acme_issuance(spec, target, report)
         service = unit_dir / f"{spec.name}.service"
         if service in writes and str(service) in old["files"]:
             # The running service keeps its old definition until restarted; its sockets stay
@@ -335,6 +339,33 @@ def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
             systemctl("try-restart", f"{spec.name}.service", user=target.user)
             report.notes.append(f"{spec.name}.service changed: restarted it if it was running")
     return report
+
+
+def _acme_placeholder(tls: TLSConfig, report: InstallReport) -> None:
+    """No certificate yet: a self-signed placeholder, so the app can start and answer the CA."""
+    from cpsysd.host.acmerenew import write_placeholder
+    from cpsysd.host.renewkeys import _passphrases
+
+    if write_placeholder(tls, _passphrases(tls)[0]):
+        report.notes.append(f"{tls.cert}: a self-signed placeholder until {tls.acme} issues")
+
+
+def _first_acme_issuance(spec: AppSpec, target: InstallTarget, report: InstallReport) -> None:
+    """Run the renewal job once now (the first issuance), through systemd: its sandbox, its
+    RuntimeDirectory for the answers. A failure is reported, not fatal: the units are in place,
+    the placeholder serves, and the timer retries with backoff."""
+    names = renew_unit_names(spec)
+    if names is None or spec.tls is None or spec.tls.acme is None:
+        return
+    try:
+        systemctl("start", names[1], user=target.user)
+    except CpsysdError as err:
+        report.notes.append(
+            f"first certificate from {spec.tls.acme} failed ({err.message}): the timer retries; "
+            f"see journalctl -u {names[1]}"
+        )
+    else:
+        report.notes.append(f"{names[1]}: certificate from {spec.tls.acme} in place")
 
 
 def _prune_empty(target: InstallTarget) -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from cpsysd import escape
 from cpsysd.credentials import CREDENTIAL_CA_PASSPHRASE, CREDENTIAL_PASSPHRASE
+from cpsysd.description.model import ACME_CHALLENGE_ROOT
 from cpsysd.errors import SpecError
 from cpsysd.render.common import MARKER, comment_text, protect_home_tree, render_template
 from cpsysd.tls.names import chain_path_for
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 def renew_unit_names(spec: AppSpec) -> tuple[str, str] | None:
     """``(NAME-cert-renew.timer, NAME-cert-renew.service)``, or None without renewal."""
-    if spec.tls is None or spec.tls.renew_days <= 0:
+    if spec.tls is None or (spec.tls.renew_days <= 0 and spec.tls.acme is None):
         return None
     return f"{spec.name}-cert-renew.timer", f"{spec.name}-cert-renew.service"
 
@@ -83,6 +84,14 @@ def render_renew_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:
     except ValueError as err:
         raise SpecError("python", str(err)) from None
     outputs = [tls.cert, tls.key, renewal_chain_path(tls)]
+    runtime_directory = None
+    challenge_dir = spec.acme_challenge_dir
+    if tls.acme is not None:
+        outputs.append(tls.account_key_path)
+        if challenge_dir and challenge_dir.startswith(ACME_CHALLENGE_ROOT + "/"):
+            runtime_directory = challenge_dir.removeprefix("/run/")
+        elif challenge_dir:
+            outputs.append(os.path.join(challenge_dir, "token"))
     writable = sorted({os.path.dirname(path) for path in outputs if path})
     common = {
         "marker": MARKER,
@@ -90,6 +99,7 @@ def render_renew_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:
         "description": escape.escape_specifiers(spec.description),
         "description_path": escape.file_url_path(options.description_path),
         "renew_days": tls.renew_days,
+        "acme": tls.acme is not None,
     }
     return {
         timer: render_template("cert-renew.timer.j2", **common),
@@ -99,7 +109,9 @@ def render_renew_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:
             timer=timer,
             service=restart_target(spec),
             cert_comment=comment_text(tls.cert),
-            issuer=comment_text(f"CA in {tls.ca_dir}" if tls.ca_dir else "self-signed"),
+            issuer=comment_text(_issuer(tls)),
+            challenge_dir=comment_text(challenge_dir or ""),
+            runtime_directory=escape.escape_specifiers(runtime_directory or ""),
             exec_start=exec_start,
             writable=[escape.escape_specifiers(path) for path in writable],
             credentials=[escape.escape_specifiers(c) for c in renew_credentials(tls)],
@@ -108,6 +120,12 @@ def render_renew_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:
             user_mode=options.user_mode,
         ),
     }
+
+
+def _issuer(tls: TLSConfig) -> str:
+    if tls.acme is not None:
+        return tls.acme
+    return f"CA in {tls.ca_dir}" if tls.ca_dir else "self-signed"
 
 
 def restart_target(spec: AppSpec) -> str:

@@ -278,12 +278,23 @@ def _idle_stop_connections(spec: AppSpec, bindings: list[Binding]) -> Any:
 def _make_servers(spec: AppSpec, bindings: list[Binding], connections: Any = None) -> list[Any]:
     from cpsysd.runtime import server
 
-    return [
+    servers = [
         server.ListenerServer(
             binding, _tls_adapter(spec) if binding.tls else None, open_connections=connections
         )
         for binding in bindings
     ]
+    challenges = spec.acme_challenge_dir
+    if challenges is not None:
+        from cpsysd.runtime import acme
+
+        # http-01 is asked over plain HTTP only (RFC 8555 section 8.3).
+        for item in servers:
+            if not item.binding.tls:
+                item.httpserver.wsgi_app = acme.with_challenges(
+                    item.httpserver.wsgi_app, challenges
+                )
+    return servers
 
 
 def _tls_adapter(spec: AppSpec) -> Any:

@@ -168,6 +168,9 @@ def render_site(spec: AppSpec, listen_hosts: Sequence[str] = DEFAULT_LISTEN_HOST
         if tls and config.listen == 443
         else [],
         redirect_names=[name for block in blocks for name in block.server_names],
+        acme_dir=_token("tls.acme_challenge_dir", spec.acme_challenge_dir)
+        if spec.acme_challenge_dir
+        else None,
     )
 
 

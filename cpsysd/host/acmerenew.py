@@ -1,0 +1,233 @@
+"""``cpsysd cert renew`` for an ACME certificate (``[tls] acme``): when it is due, and how a
+failure is retried.
+
+Due (:func:`renewal_time`): when there is no certificate, when it is self-signed (the
+placeholder written below), when the key does not match it or it lacks a name of ``hosts``,
+and from two thirds of its lifetime on, less a jitter of up to a fifteenth of the lifetime
+taken from the serial number (a fleet issued the same day spreads out, as Let's Encrypt asks;
+the timer adds its own ``RandomizedDelaySec=``). ``[tls] renew_days``, when set, is the latest
+point. An encrypted key (``[tls] passphrase_file``) stays encrypted with the same passphrase.
+
+First issuance: the CA fetches the http-01 answer from the running app, and an app with a TLS
+listener cannot start without a certificate; so the first run writes a short-lived self-signed
+placeholder (key 0600 from the first byte), which the app serves until the CA's certificate
+replaces it.
+
+Failures keep the old certificate and key (nothing is published before the CA has issued), are
+reported in one line, and are retried with a backoff kept beside the certificate in
+``CERT.acme-retry``: one hour, doubling to a day, never before the CA's ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cpsysd.errors import TLSError
+
+if TYPE_CHECKING:
+    from cpsysd.description.model import AppSpec, TLSConfig
+    from cpsysd.tls.pki import KeyType
+    from cpsysd.tls.x509 import Certificate
+
+BACKOFF_FIRST = datetime.timedelta(hours=1)
+BACKOFF_MAX = datetime.timedelta(days=1)
+PLACEHOLDER_DAYS = 7
+
+
+def renewal_time(cert: Certificate, renew_days: int = 0) -> datetime.datetime:
+    """When an ACME certificate is due: two thirds of its lifetime, less the serial's jitter,
+    and at the latest ``renew_days`` (``[tls] renew_days``, when set) before it expires."""
+    lifetime = cert.not_after - cert.not_before
+    jitter = lifetime / 15 * ((cert.x509.serial_number % 1000) / 1000)
+    due = cert.not_before + lifetime * 2 / 3 - jitter
+    if renew_days:
+        due = min(due, cert.not_after - datetime.timedelta(days=renew_days))
+    return due
+
+
+def retry_path(tls: TLSConfig) -> Path:
+    return Path(tls.cert + ".acme-retry")
+
+
+def read_retry(tls: TLSConfig) -> tuple[int, datetime.datetime | None, str]:
+    """``(failures so far, not before, last error)``; no file or an unreadable one: none."""
+    try:
+        state = json.loads(retry_path(tls).read_text())
+        when = datetime.datetime.fromisoformat(state["next"])
+        return int(state["failures"]), when, str(state["error"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0, None, ""
+
+
+def next_attempt(
+    failures: int, now: datetime.datetime, retry_after: datetime.datetime | None
+) -> datetime.datetime:
+    """When to try again after ``failures`` failures in a row (the CA's Retry-After wins)."""
+    backoff = min(BACKOFF_FIRST * (1 << max(failures - 1, 0)), BACKOFF_MAX)
+    return max(now + backoff, retry_after or now)
+
+
+def _record_failure(tls: TLSConfig, failures: int, when: datetime.datetime, error: str) -> None:
+    from cpsysd.host import fsutil
+
+    state = {"failures": failures, "next": when.isoformat(), "error": error}
+    fsutil.atomic_write(retry_path(tls), json.dumps(state).encode() + b"\n", 0o600)
+
+
+def _why_due(
+    tls: TLSConfig, current: Certificate | None, now: datetime.datetime, passphrase: bytes | None
+) -> str | None:
+    """Why the certificate needs the CA now, or None while it is good."""
+    from cpsysd.host.renewkeys import _key_matches
+
+    if current is None:
+        return "no certificate yet"
+    if current.issuer == current.subject:
+        return "self-signed placeholder"
+    names = {host.partition(":")[2].lower() for host in current.hosts}  # "DNS:example.org"
+    missing = sorted({host.lower() for host in tls.hosts} - names)
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    if not _key_matches(Path(tls.key), current, passphrase):
+        return "key does not match"
+    due = renewal_time(current, tls.renew_days)
+    if now >= due:
+        return f"due since {due:%Y-%m-%d %H:%M} UTC (two thirds of its lifetime)"
+    return None
+
+
+def renew_acme_certificate(
+    spec: AppSpec, force: bool = False, now: datetime.datetime | None = None
+) -> tuple[bool, str]:
+    """Renew ``spec``'s ACME certificate when due (or ``force``); ``(renewed, report)``.
+    Raises :class:`~cpsysd.tls.acme.AcmeError` naming the cause, the fix and the next try."""
+    from cpsysd.host.renewkeys import _passphrases
+    from cpsysd.tls import certfiles
+    from cpsysd.tls.acme import AcmeError, AcmeOrder, obtain_certificate
+    from cpsysd.tls.pki import Certificate
+    from cpsysd.tls.x509 import utc_now
+
+    tls, challenges = spec.tls, spec.acme_challenge_dir
+    if tls is None or tls.acme is None or challenges is None:
+        raise TLSError(f"{spec.name} has no ACME certificate", 'set [tls] acme = "letsencrypt"')
+    now = now or utc_now()
+    cert_path, key_path = Path(tls.cert), Path(tls.key)
+    for path in (cert_path, key_path):
+        certfiles.sweep_stale_staging(path)
+    current = None
+    if cert_path.exists():
+        current = Certificate.list_from_pem(cert_path.read_bytes(), str(cert_path))[0]
+    passphrase, _ = _passphrases(tls)
+    why = "forced" if force else _why_due(tls, current, now, passphrase)
+    if why is None and current is not None:
+        return False, (
+            f"{cert_path}: not due, renewal from {tls.acme} after "
+            f"{renewal_time(current, tls.renew_days):%Y-%m-%d %H:%M} UTC"
+        )
+    failures, not_before, last_error = read_retry(tls)
+    if not force and not_before is not None and now < not_before:
+        return False, (
+            f"{cert_path}: due ({why}), next try after {not_before:%Y-%m-%d %H:%M} UTC "
+            f"({failures} failed: {last_error})"
+        )
+    if current is None:
+        write_placeholder(tls, passphrase)
+    order = AcmeOrder(
+        tls.acme,
+        tls.hosts,
+        Path(tls.account_key_path),
+        Path(challenges),
+        tls.acme_email,
+        tls.acme_ca_bundle,
+    )
+    try:
+        issued = obtain_certificate(order, _key_type(current))
+    except AcmeError as err:
+        when = next_attempt(failures + 1, now, err.retry_after)
+        _record_failure(tls, failures + 1, when, err.message)
+        raise AcmeError(
+            f"{err.message}; {cert_path} stays as it is, next try after {when:%Y-%m-%d %H:%M} UTC",
+            err.hint,
+            err.retry_after,
+        ) from None
+    certfiles.write_outputs(
+        [
+            certfiles.OutputFile(key_path, issued.key.pem(passphrase).bytes(), certfiles.KEY_MODE),
+            certfiles.OutputFile(cert_path, issued.fullchain_pem, certfiles.PUBLIC_MODE),
+        ],
+        force=True,
+    )
+    retry_path(tls).unlink(missing_ok=True)
+    leaf = issued.chain[0]
+    return True, (
+        f"renewed {cert_path} ({why}) from {tls.acme}: {certfiles.summary(leaf)}; "
+        f"next renewal after {renewal_time(leaf, tls.renew_days):%Y-%m-%d %H:%M} UTC"
+    )
+
+
+def write_placeholder(tls: TLSConfig, passphrase: bytes | None = None) -> bool:
+    """Write the self-signed placeholder when there is no certificate yet (the app must start
+    to answer the CA); False when there is one. ``install`` calls it before its checks."""
+    from cpsysd.tls import certfiles
+
+    if Path(tls.cert).exists():
+        return False
+    certfiles.make_self_signed(
+        Path(tls.cert),
+        Path(tls.key),
+        list(tls.hosts),
+        _key_type(None),
+        PLACEHOLDER_DAYS,
+        passphrase=passphrase,
+        force=True,
+    )
+    return True
+
+
+def _key_type(current: Certificate | None) -> KeyType:
+    from cpsysd.tls.pki import KeyType
+    from cpsysd.tls.x509 import key_type_of
+
+    found = key_type_of(current.x509.public_key()) if current is not None else None
+    return found or KeyType.EC_P256
+
+
+def acme_status(
+    spec: AppSpec, now: datetime.datetime | None = None
+) -> tuple[list[str], str | None]:
+    """What ``cert show -c``/``cert check -c`` add for an ACME certificate: lines (CA, next
+    renewal, a failing renewal's last error) and the problem ``check`` fails on, if any: a
+    renewal that keeps failing while the certificate is past its renewal time."""
+    from cpsysd.tls.pki import Certificate
+    from cpsysd.tls.x509 import utc_now
+
+    tls = spec.tls
+    if tls is None or tls.acme is None:
+        return [], None
+    now = now or utc_now()
+    lines = [f"  ACME CA:     {tls.acme} ({tls.acme_challenge.value})"]
+    cert_path = Path(tls.cert)
+    problem = None
+    if cert_path.exists():
+        leaf = Certificate.list_from_pem(cert_path.read_bytes(), str(cert_path))[0]
+        if leaf.issuer == leaf.subject:
+            lines.append("  renewal:     due now (a self-signed placeholder)")
+            problem = "still the self-signed placeholder: the CA has not issued yet"
+        else:
+            due = renewal_time(leaf, tls.renew_days)
+            state = "due now" if now >= due else f"after {due:%Y-%m-%d %H:%M} UTC"
+            lines.append(f"  renewal:     {state} ({spec.name}-cert-renew.timer)")
+            if now >= due:
+                problem = f"past its renewal time {due:%Y-%m-%d %H:%M} UTC"
+    failures, not_before, error = read_retry(tls)
+    if failures:
+        when = f"{not_before:%Y-%m-%d %H:%M} UTC" if not_before else "the next timer run"
+        lines.append(f"  last try:    failed {failures}x: {error}; next after {when}")
+        if problem:
+            problem += f"; renewal failing: {error}"
+    elif problem and not failures:
+        problem = None  # due, not failing: the timer renews at its next run
+    return lines, problem
