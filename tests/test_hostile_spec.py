@@ -147,6 +147,7 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     # Every high at most every max, so that the pair is valid whatever is drawn.
     "memory_high": st.sampled_from(["32M", "256M", "512M", "536870912"]),
     "memory_max": st.sampled_from(["512M", "1G", "2T", "infinity"]),
+    "health_path": st.from_regex(r"/[A-Za-z0-9_.~/?=&%+-]{0,20}", fullmatch=True),
     "credentials": st.dictionaries(
         st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,10}", fullmatch=True).filter(
             lambda n: not n.startswith("tls-")
