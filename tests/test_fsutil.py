@@ -1,4 +1,4 @@
-"""cpsysd.host.fsutil: directories with exact modes whatever the umask, and what a killed run
+"""cpsysd.fsutil: directories with exact modes whatever the umask, and what a killed run
 leaves."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from cpsysd import fsutil
 from cpsysd.errors import CpsysdError
-from cpsysd.host import fsutil
 
 
 def test_directories_get_their_modes_whatever_the_umask(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from cpsysd.harness.provision import (
     ask_interpreter,
     runtime_distributions,
 )
-from cpsysd.host.trying import provision_lines
+from cpsysd.harness.trying import provision_lines
 
 
 def _dist_info(site: Path, name: str, *requires: str, requested: bool = False) -> None:

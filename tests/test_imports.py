@@ -3,7 +3,8 @@
 Arrows point one way: ``cli`` depends on everything and nothing depends on it; ``description``
 and ``render`` turn text into records and records into text, and never reach the machine
 (``host``, ``harness``, ``targets``, subprocesses); processes are started in one place,
-:mod:`cpsysd.host.run`. The runtime's rule is in tests/test_runtime_imports.py.
+:mod:`cpsysd.host.run`; and packages import each other one way only. The runtime's rule is in
+tests/test_runtime_imports.py.
 """
 
 from __future__ import annotations
@@ -63,6 +64,33 @@ def test_the_walk_sees_lazy_imports_and_resolves_submodules() -> None:
 def test_no_import_cycles() -> None:
     cycle = find_cycle(graph(IMPORTS))
     assert cycle == [], "import cycle: " + " -> ".join(cycle)
+
+
+def package_graph(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph seen from above: each module stands for its top-level package
+    (``cpsysd.host.install`` -> ``cpsysd.host``); a leaf module (``cpsysd.fsutil``) for itself."""
+
+    def top(name: str) -> str:
+        return ".".join(name.split(".")[:2])
+
+    packages: dict[str, set[str]] = {}
+    for importer, targets in edges.items():
+        packages.setdefault(top(importer), set()).update(
+            top(target) for target in targets if top(target) != top(importer)
+        )
+    return packages
+
+
+def test_no_cycles_between_packages() -> None:
+    """Packages depend on each other one way, so each can be read (and tested) on top of the ones
+    below it: docs/architecture.md draws the order."""
+    cycle = find_cycle(package_graph(graph(IMPORTS)))
+    assert cycle == [], "packages import each other: " + " -> ".join(cycle)
+
+
+def test_a_package_cycle_is_found() -> None:
+    edges = {"cpsysd.host.install": {"cpsysd.tls.pki"}, "cpsysd.tls.files": {"cpsysd.host.run"}}
+    assert find_cycle(package_graph(edges)) == ["cpsysd.host", "cpsysd.tls", "cpsysd.host"]
 
 
 def test_a_planted_cycle_is_found(tmp_path: Path) -> None:

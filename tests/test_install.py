@@ -124,7 +124,7 @@ def test_a_dropped_socket_is_removed_on_reinstall(tmp_path: Path) -> None:
 
 KILLER = r"""
 import os, sys
-from cpsysd.host import fsutil
+from cpsysd import fsutil
 from cpsysd.host.install import InstallTarget, install
 from cpsysd.description.load import parse_spec
 renames = int(sys.argv[2])

@@ -1,4 +1,4 @@
-"""cpsysd.host.trying without a container: how a description is rewritten for inside it."""
+"""cpsysd.harness.trying without a container: how a description is rewritten for inside it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from cpsysd.description.load import AppSpec, TLSConfig, parse_spec
-from cpsysd.host.trying import _Files, container_spec
+from cpsysd.harness.trying import _Files, container_spec
 
 
 def _spec(workdir: Path, tls: TLSConfig) -> AppSpec:

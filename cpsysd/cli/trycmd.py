@@ -1,4 +1,5 @@
-"""``cpsysd try``: the app under a real systemd in an ephemeral container (cpsysd.host.trying)."""
+"""``cpsysd try``: the app under a real systemd in an ephemeral container
+(cpsysd.harness.trying)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def register(app: typer.Typer) -> None:
         The app gets the packages of the description's python; cpsysd is the one running here.
         Prints the status, the first journal lines, the first-request latency and the exposure
         score; nothing on this machine is changed."""
-        from cpsysd.host.trying import service_units, try_app
+        from cpsysd.harness.trying import service_units, try_app
 
         spec = load_description(config)
         report = try_app(spec, progress=lambda line: typer.echo(f"try: {line}"))

@@ -71,7 +71,7 @@ def next_attempt(
 
 
 def _record_failure(tls: TLSConfig, failures: int, when: datetime.datetime, error: str) -> None:
-    from cpsysd.host import fsutil
+    from cpsysd import fsutil
 
     state = {"failures": failures, "next": when.isoformat(), "error": error}
     fsutil.atomic_write(retry_path(tls), json.dumps(state).encode() + b"\n", 0o600)

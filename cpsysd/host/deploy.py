@@ -22,10 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from cpsysd import fsutil
 from cpsysd.description.load import AppSpec, load_spec
 from cpsysd.errors import CpsysdError
-from cpsysd.host import fsutil
-from cpsysd.host.install import SYSTEM_UNIT_DIR
 from cpsysd.host.releases import (
     LiveState,
     build_release,
@@ -37,7 +36,7 @@ from cpsysd.host.releases import (
     write_state,
 )
 from cpsysd.host.run import run_command, systemctl, systemd_running
-from cpsysd.render.common import socket_unit_name
+from cpsysd.render.common import SYSTEM_UNIT_DIR, socket_unit_name
 from cpsysd.render.releases import (
     RELEASE_DESCRIPTION,
     RELEASES_DIR,

@@ -15,9 +15,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cpsysd import fsutil
 from cpsysd.description.load import AppSpec
 from cpsysd.errors import CpsysdError
-from cpsysd.host import fsutil
 from cpsysd.targets.ansible import render_role, role_name
 
 # A directory cpsysd export made: replacing its files is fine, other directories are not ours.

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cpsysd import fsutil
 from cpsysd.description.load import AppSpec
 from cpsysd.errors import CpsysdError
-from cpsysd.host import fsutil
 from cpsysd.render.units import RenderOptions, render_units
 
 TARGETS = ("systemd", "supervisord")

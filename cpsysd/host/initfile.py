@@ -10,10 +10,10 @@ import sys
 import tomllib
 from pathlib import Path
 
+from cpsysd import fsutil
 from cpsysd.description.initfile import InitRequest, render_init
 from cpsysd.description.load import parse_spec
 from cpsysd.errors import CpsysdError, SpecError
-from cpsysd.host import fsutil
 
 __all__ = ["InitRequest", "render_init", "write_init"]
 

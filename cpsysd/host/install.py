@@ -34,22 +34,19 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cpsysd import escape
+from cpsysd import escape, fsutil
 from cpsysd.description.load import AppSpec, TLSConfig
 from cpsysd.description.toml import spec_to_toml
 from cpsysd.errors import CpsysdError, InstallError
-from cpsysd.host import fsutil, manifests
+from cpsysd.host import manifests
 from cpsysd.host.preflight import check_preflight
 from cpsysd.host.reach import check_reachable
 from cpsysd.host.run import run_command, systemctl, systemd_running
-from cpsysd.render.common import MARKER
+from cpsysd.render.common import MARKER, SYSTEM_STATE_DIR, SYSTEM_UNIT_DIR, VENDOR_UNIT_DIR
 from cpsysd.render.envfile import environment_file_text
 from cpsysd.render.renew import renew_unit_names
 from cpsysd.render.units import RenderOptions, render_units, units_to_enable
 
-SYSTEM_UNIT_DIR = PurePosixPath("/etc/systemd/system")
-VENDOR_UNIT_DIR = PurePosixPath("/lib/systemd/system")
-SYSTEM_STATE_DIR = PurePosixPath("/var/lib/cpsysd")
 MANIFEST_FORMAT = 1
 # cpsysd's own files are a few KiB: a larger one, or a FIFO or device planted in their place,
 # is refused before it is read (a symlink to /dev/zero would fill the memory, a FIFO block).

@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from cpsysd import fsutil
 from cpsysd.description.docs import with_readme_table
-from cpsysd.host import fsutil
 
 
 def update_readme(path: Path) -> bool:

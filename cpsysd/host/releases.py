@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cpsysd import fsutil
 from cpsysd.description.load import AppSpec
 from cpsysd.description.toml import spec_to_toml
 from cpsysd.errors import CommandError, CpsysdError
-from cpsysd.host import fsutil
 from cpsysd.host.preflight import check_preflight
 from cpsysd.host.run import run_command
 from cpsysd.render.releases import RELEASE_DESCRIPTION

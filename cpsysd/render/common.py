@@ -100,6 +100,13 @@ _SANDBOX_USER = (
 )
 
 
+# Where units and resolved descriptions live on a host: the paths the units name and the Debian
+# maintainer scripts expect (cpsysd.host.install writes there).
+SYSTEM_UNIT_DIR = PurePosixPath("/etc/systemd/system")
+VENDOR_UNIT_DIR = PurePosixPath("/lib/systemd/system")
+SYSTEM_STATE_DIR = PurePosixPath("/var/lib/cpsysd")
+
+
 @dataclass(frozen=True)
 class RenderOptions:
     """Where the rendered units will live.

@@ -22,12 +22,17 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath
 
+from cpsysd import fsutil
 from cpsysd.description.bounds import read_description
 from cpsysd.description.load import AppSpec, check_path
 from cpsysd.errors import CpsysdError, SpecError
-from cpsysd.host import fsutil
-from cpsysd.host.install import SYSTEM_STATE_DIR, SYSTEM_UNIT_DIR, VENDOR_UNIT_DIR
-from cpsysd.render.common import MARKER, render_template
+from cpsysd.render.common import (
+    MARKER,
+    SYSTEM_STATE_DIR,
+    SYSTEM_UNIT_DIR,
+    VENDOR_UNIT_DIR,
+    render_template,
+)
 from cpsysd.render.units import RenderOptions, render_units, units_to_enable
 
 # Debian Policy 5.6.1: lower-case letters, digits, '+', '-', '.'; at least two characters.
@@ -124,7 +129,7 @@ def debian_context(spec: AppSpec, options: DebianOptions) -> dict[str, object]:
     manifest = state / f"{spec.name}.manifest.json"
     files = [unit_dir / unit for unit in units]
     state_files = [resolved, manifest, state / f"{spec.name}.manifest.json.pending"]
-    # Staging files an interrupted ``cpsysd install`` may have left (cpsysd.host.fsutil).
+    # Staging files an interrupted ``cpsysd install`` may have left (cpsysd.fsutil).
     leftovers = [fsutil.temp_path(Path(p)) for p in (*files, *state_files)]
     return {
         "marker": GENERATED,

@@ -176,7 +176,7 @@ def render_site(spec: AppSpec, listen_hosts: Sequence[str] = DEFAULT_LISTEN_HOST
 
 def write_site(text: str, output: Path) -> None:
     """Replace ``output`` with ``text`` atomically (mode 0644: nginx's workers must read it)."""
-    from cpsysd.host import fsutil
+    from cpsysd import fsutil
 
     if output.is_dir():
         raise CpsysdError(

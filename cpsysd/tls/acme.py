@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cpsysd import fsutil
 from cpsysd.errors import TLSError
-from cpsysd.host import fsutil
 from cpsysd.tls.pki import KeyType, PrivateKey
 from cpsysd.tls.x509 import Certificate
 

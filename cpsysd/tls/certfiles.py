@@ -2,7 +2,7 @@
 
 Every operation checks all of its input (paths, host names, key type, validity, passphrases,
 existing files) before it creates a key, and writes nothing unless everything succeeded: each
-file is staged in its own directory by :func:`cpsysd.host.fsutil.stage_unique` (a private key
+file is staged in its own directory by :func:`cpsysd.fsutil.stage_unique` (a private key
 is mode 0600 from its first byte, never written then chmod-ed), fsync-ed, and only then
 published. Without ``force`` a file is published with link(2), which fails instead of
 replacing a file that appeared meanwhile; with ``force`` with rename(2), atomically. Key
@@ -18,9 +18,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from cpsysd import fsutil
 from cpsysd.credentials import passphrase_from_file
 from cpsysd.errors import TLSError
-from cpsysd.host import fsutil
 from cpsysd.tls.names import chain_path_for, check_days, parse_hosts
 from cpsysd.tls.pki import (
     Certificate,
@@ -83,7 +83,7 @@ def check_outputs(paths: list[Path], force: bool) -> None:
 
 def sweep_stale_staging(path: Path) -> list[Path]:
     """Remove the staging files of ``path`` that killed writers left
-    (:func:`cpsysd.host.fsutil.sweep_stale_staging`)."""
+    (:func:`cpsysd.fsutil.sweep_stale_staging`)."""
     return fsutil.sweep_stale_staging(path)
 
 
