@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -96,3 +97,47 @@ def test_stop_is_bounded_by_timeout_stop_sec(tmp_path: Path) -> None:
     finally:
         proc.stop()
     assert "1 request(s) still running at the stop deadline were abandoned" in proc.output()
+
+
+def test_connections_accepted_before_the_stop_are_answered(tmp_path: Path) -> None:
+    """A client whose connection was accepted before SIGTERM (or an idle stop), but whose
+    request was not complete yet, gets its answer: the stop hands it to a worker instead of
+    closing it unanswered (seen as RemoteDisconnected by clients racing an idle stop)."""
+    port = free_port()
+    receiver = NotifyReceiver(tmp_path / "notify.sock")
+    description = write_app(tmp_path / "app", [str(port)])
+    argv = socket_activate(
+        [str(port)],
+        [*CPSYSD, "serve", "-c", str(description)],
+        env={"NOTIFY_SOCKET": receiver.path},
+    )
+    proc = Proc(argv, tmp_path / "serve.log")
+    clients: list[socket.socket] = []
+    try:
+        get_json(f"127.0.0.1:{port}")  # started and serving
+        silent = socket.create_connection(("127.0.0.1", port), timeout=20)  # nothing sent yet
+        partial = socket.create_connection(("127.0.0.1", port), timeout=20)
+        partial.sendall(b"GET /whoami HTTP/1.1\r\n")  # half a header block
+        clients += [silent, partial]
+        time.sleep(0.5)  # both accepted: the gate waits on them in its selector
+        proc.signal(signal.SIGTERM)
+        receiver.wait_for("STOPPING", "1")
+        time.sleep(1)  # the servers' stop has run: the selector loop is gone
+        partial.sendall(b"Host: x\r\nConnection: close\r\n\r\n")
+        silent.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answers = [_read_all(client) for client in clients]
+        assert proc.wait(30) == 0, proc.output()
+    finally:
+        for client in clients:
+            client.close()
+        proc.stop()
+        receiver.close()
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+
+
+def _read_all(client: socket.socket) -> bytes:
+    data = b""
+    while chunk := client.recv(65536):
+        data += chunk
+    return data

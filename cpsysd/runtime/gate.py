@@ -164,6 +164,27 @@ class GatedConnections(BackoffConnections):
         conn.last_used = time.time()  # the idle expiry below must not cut a header in progress
         self._selector.register(conn.socket.fileno(), 1, conn)  # selectors.EVENT_READ
 
+    def close(self) -> None:
+        """At a stop (after the selector loop ended): a connection whose request has begun —
+        accepted and not yet answered, its header block partial or not sent yet — goes to the
+        worker pool, which reads it the blocking way within the stop deadline, instead of being
+        closed unanswered: its client connected before the stop and is owed an answer (an idle
+        stop races new clients by design). Idle kept-alive connections, and TLS connections
+        still in their handshake, are closed as cheroot does."""
+        for fd, conn in list(self._selector.connections):
+            if conn is self.server or getattr(conn, "head_started", None) is None:
+                continue
+            if isinstance(conn.socket, ssl.SSLSocket) and not getattr(conn, "tls_ready", 0):
+                continue
+            self._selector.unregister(fd)
+            conn.head_started = None
+            if _can_prepend(conn.rfile):
+                _give_back(conn.rfile, _buffer_of(conn))
+            with contextlib.suppress(OSError):
+                conn.socket.settimeout(float(self.server.timeout))
+            dispatch(self.server, conn)
+        super().close()
+
     def _handshake(self, conn: Any) -> bool:
         """Advance a TLS handshake without blocking (tls.py leaves it to us); True once done.
         The header deadline covers it: a silent TLS client is cut like a silent one."""
