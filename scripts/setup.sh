@@ -14,7 +14,7 @@ APT_PACKAGES=(
   nginx-light wrk hyperfine curl openssl iproute2 util-linux
   debhelper dh-python devscripts lintian build-essential fakeroot
   pybuild-plugin-pyproject python3-all python3-hatchling
-  python3-cherrypy3 python3-systemd python3-jinja2 python3-cryptography python3-typer
+  python3-cherrypy3 python3-systemd python3-jinja2 python3-cryptography python3-typer python3-acme
   ansible-core ansible-lint  # cpsysd export ansible: tests/test_ansible.py, tests/e2e/test_e2e_ansible.py
   uwsgi-core uwsgi-plugin-python3  # bench/: the uWSGI baseline
   pebble  # tests/test_acme.py: the ACME test server (RFC 8555), with real challenge validation

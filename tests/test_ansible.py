@@ -230,3 +230,29 @@ def test_export_again_replaces_its_files_and_leaves_private_ones_out(tmp_path: P
     assert report.private == [app / "key.pem"]
     assert not (files / "old.py").exists()
     assert "PRIVATE" not in "".join(p.read_text() for p in output.rglob("*") if p.is_file())
+
+
+# pyproject's run-time dependencies, as Debian 12 packages them (cheroot comes with cherrypy3).
+DEBIAN_NAMES = {
+    "cherrypy": "python3-cherrypy3",
+    "cheroot": "python3-cherrypy3",
+    "systemd-python": "python3-systemd",
+    "jinja2": "python3-jinja2",
+    "cryptography": "python3-cryptography",
+    "typer": "python3-typer",
+    "acme": "python3-acme",
+}
+
+
+def test_app_hosts_get_every_runtime_dependency_from_debian() -> None:
+    """The role installs cpsysd's wheel with --no-index over Debian's packages: a dependency
+    missing from APT_PACKAGES fails on every host at the first run."""
+    import re
+    import tomllib
+
+    from cpsysd.targets.ansible import APT_PACKAGES
+
+    project = tomllib.loads((EXAMPLE.parent.parent / "pyproject.toml").read_text())["project"]
+    names = [re.split(r"[<>=!~; ]", dep, maxsplit=1)[0] for dep in project["dependencies"]]
+    assert sorted(set(names)) == sorted(DEBIAN_NAMES), "map the new dependency to its package"
+    assert {DEBIAN_NAMES[name] for name in names} <= set(APT_PACKAGES)

@@ -42,6 +42,7 @@ APT_PACKAGES = (
     "python3-jinja2",
     "python3-cryptography",
     "python3-typer",
+    "python3-acme",
 )
 # A valid nginx token that cannot be an address: where the per-host upstream lines go.
 _PLACEHOLDER = "cpsysd-fleet-upstream:1"
