@@ -13,9 +13,8 @@ import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 
-from cpsysd import escape
 from cpsysd.errors import CommandError
-from cpsysd.host.run import PIPE, run_command, spawn, systemd_running, wait
+from cpsysd.host.run import PIPE, check_installed_app, run_command, spawn, wait
 from cpsysd.host.status import find_units
 
 
@@ -103,15 +102,10 @@ def _parse(line: str) -> str | None:
 
 
 def _check_name(name: str) -> None:
-    try:
-        escape.check_unit_stem(name)
-    except ValueError as err:
-        raise CommandError(f"app name {name!r} {err}", "give the name of the description") from None
-    if not systemd_running():
-        raise CommandError(
-            "systemd is not running here (no /run/systemd/system)",
-            "cpsysd logs reads the journal of the host the app is installed on",
-        )
+    check_installed_app(
+        name,
+        "cpsysd logs reads the journal of the host the app is installed on",
+    )
 
 
 def app_logs(

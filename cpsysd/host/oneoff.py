@@ -22,9 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from cpsysd import escape
 from cpsysd.errors import CommandError
-from cpsysd.host.run import spawn, systemctl, systemd_running, wait
+from cpsysd.host.run import check_installed_app, spawn, systemctl, wait
 
 # [Service] settings about how the service starts, stops and restarts, or where its standard
 # streams go: none applies to a command run once with the caller's terminal.
@@ -177,15 +176,10 @@ def oneoff_argv(
 def read_service(name: str, user: bool = False) -> ServiceUnit:
     """The installed ``NAME.service``, or with workers the ``NAME@.service`` template (read
     as its first instance, ``NAME@1.service``)."""
-    try:
-        escape.check_unit_stem(name)
-    except ValueError as err:
-        raise CommandError(f"app name {name!r} {err}", "give the name of the description") from None
-    if not systemd_running():
-        raise CommandError(
-            "systemd is not running here (no /run/systemd/system)",
-            "cpsysd run runs commands as the installed service; install the app on a systemd host",
-        )
+    check_installed_app(
+        name,
+        "cpsysd run runs commands as the installed service; install the app on a systemd host",
+    )
     candidates = ((f"{name}.service", f"{name}.service"), (f"{name}@1.service", f"{name}@.service"))
     for unit, file in candidates:
         result = systemctl("cat", file, user=user, check=False)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cpsysd import escape
 from cpsysd.errors import CommandError
-from cpsysd.host.run import run_command, systemctl, systemd_running
+from cpsysd.host.run import check_installed_app, run_command, systemctl
 
 
 @dataclass(frozen=True)
@@ -72,15 +71,11 @@ def rolling_restart(name: str, user: bool = False) -> list[Restarted]:
     serving old code, and CommandError names it. When other instances exist it is also stopped
     with its sockets (see :func:`_take_out`); the next ``cpsysd restart`` starts it again.
     """
-    try:
-        escape.check_unit_stem(name)
-    except ValueError as err:
-        raise CommandError(f"app name {name!r} {err}", "give the name of the description") from None
-    if not systemd_running():
-        raise CommandError(
-            "systemd is not running here (no /run/systemd/system), so there is nothing to restart",
-            "without systemd, restart the app with its supervisor (e.g. supervisorctl restart)",
-        )
+    check_installed_app(
+        name,
+        "without systemd, restart the app with its supervisor (e.g. supervisorctl restart)",
+        why=", so there is nothing to restart",
+    )
     units = list(list_instances(name, user))
     if not units:
         raise CommandError(

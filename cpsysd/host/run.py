@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from cpsysd import escape
 from cpsysd.errors import CommandError
 
 log = logging.getLogger("cpsysd.command")
@@ -175,6 +176,18 @@ def run_command(
 def systemd_running() -> bool:
     """True when systemd is the init system (sd_booted(3): /run/systemd/system exists)."""
     return Path("/run/systemd/system").is_dir()
+
+
+def check_installed_app(name: str, hint: str, why: str = "") -> None:
+    """What every command on an installed app checks first: ``name`` is a unit name stem, and
+    systemd runs here (else CommandError; ``why`` ends its message, ``hint`` says where the
+    command makes sense)."""
+    try:
+        escape.check_unit_stem(name)
+    except ValueError as err:
+        raise CommandError(f"app name {name!r} {err}", "give the name of the description") from None
+    if not systemd_running():
+        raise CommandError(f"systemd is not running here (no /run/systemd/system){why}", hint)
 
 
 def systemctl(

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cpsysd import escape
 from cpsysd.errors import CommandError
-from cpsysd.host.run import run_command, systemctl, systemd_running
+from cpsysd.host.run import check_installed_app, run_command, systemctl
 
 _PROPERTIES = (
     "Id,LoadState,ActiveState,SubState,Result,MainPID,StatusText,StateChangeTimestamp,"
@@ -164,15 +163,10 @@ def last_journal_lines(unit: str, *, failed: bool, lines: int, user: bool) -> tu
 
 def app_status(name: str, *, user: bool = False, lines: int = 5) -> AppStatus:
     """The status of every unit of the installed app ``name``."""
-    try:
-        escape.check_unit_stem(name)
-    except ValueError as err:
-        raise CommandError(f"app name {name!r} {err}", "give the name of the description") from None
-    if not systemd_running():
-        raise CommandError(
-            "systemd is not running here (no /run/systemd/system)",
-            "cpsysd status asks the service manager; run it on the host the app is installed on",
-        )
+    check_installed_app(
+        name,
+        "cpsysd status asks the service manager; run it on the host the app is installed on",
+    )
     units = find_units(name, user)
     if not units:
         raise CommandError(
