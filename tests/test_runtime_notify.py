@@ -127,6 +127,32 @@ def test_ready_under_socket_activation(tmp_path: Path, receiver: NotifyReceiver)
     assert receiver.states() == ["READY", "STOPPING"]
 
 
+def test_no_ready_when_a_start_listener_of_the_app_fails(
+    tmp_path: Path, receiver: NotifyReceiver
+) -> None:
+    """CherryPy runs the remaining start listeners after one raised: the servers start and
+    READY=1 would follow, then the engine exits. systemd must never hear READY=1."""
+    port = free_port()
+    failing = APP_SOURCE + (
+        "\n\ndef _open_database():\n    raise RuntimeError('the orders database is gone')\n\n\n"
+        "cherrypy.engine.subscribe('start', _open_database, priority=50)\n"
+    )
+    description = write_app(tmp_path / "app", [str(port)], app_source=failing)
+    argv = socket_activate(
+        [str(port)],
+        [*CPSYSD, "serve", "-c", str(description)],
+        env={"NOTIFY_SOCKET": receiver.path},
+    )
+    proc = Proc(argv, tmp_path / "serve.log")
+    try:
+        wait_for(lambda: _connectable(port), what="systemd-socket-activate")  # starts it
+        assert proc.wait(60) != 0, proc.output()
+    finally:
+        proc.stop()
+    assert "READY" not in receiver.states(), receiver.messages
+    assert "the orders database is gone" in proc.output()
+
+
 def _hang_all_threads(port: int, seconds: float) -> list[threading.Thread]:
     """The test app has server.thread_pool = 2: two /hang requests occupy every thread."""
     threads = [

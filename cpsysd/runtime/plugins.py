@@ -3,7 +3,8 @@
 Priorities on the engine's channels (lower runs first; CherryPy's servers start at 75 and stop
 at 25, Daemonizer starts at 65, PIDFile at 70, DropPrivileges at 77):
 
-- start 80, :class:`NotifyPlugin`: ``READY=1`` and ``STATUS=`` once every server accepts.
+- start 80, :class:`NotifyPlugin`: ``READY=1`` and ``STATUS=`` once every server accepts, unless
+  a start listener of the app failed (CherryPy runs the others anyway).
 - start 85 / stop 5, :class:`WatchdogPlugin`: pings only while the app answers.
 - start 90 / stop 5, :class:`IdleStopPlugin` (``idle_stop_sec``): after that long with no open
   connection, the engine exits from its thread (the stop below, then exit 0); systemd's sockets
@@ -51,8 +52,20 @@ class NotifyPlugin(SimplePlugin):  # type: ignore[misc]
         super().__init__(bus)
         self.status_text = status_text
         self.stop_reason: str | None = None  # the STATUS= sent with STOPPING=1, when not SIGTERM
+        self.failed_start: str | None = None  # the first start listener that raised
+
+    def log(self, msg: str, level: int = 20, traceback: bool = False) -> None:
+        # CherryPy's bus runs every start listener even after one raised (wspbus.publish), logs
+        # "Error in 'start' listener ..." at ERROR and raises only at the end: without this,
+        # READY=1 would tell systemd (and clients, install, try) that an app whose own start
+        # hook failed is up, until the engine exits a moment later.
+        if level >= 40 and self.failed_start is None and msg.startswith("Error in 'start'"):
+            self.failed_start = msg.splitlines()[0]
 
     def start(self) -> None:
+        if self.failed_start is not None:
+            notify.status(f"Start failed: {self.failed_start}")
+            return
         notify.ready(self.status_text)
 
     start.priority = 80  # type: ignore[attr-defined]
