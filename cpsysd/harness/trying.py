@@ -36,6 +36,7 @@ from cpsysd.harness.provision import (
     provision_venv,
 )
 from cpsysd.host.preflight import check_preflight
+from cpsysd.host.reach import check_reachable
 from cpsysd.render.workers import service_template_name
 
 CONTAINER_DESCRIPTION_DIR = "/etc/cpsysd"
@@ -179,6 +180,7 @@ def try_app(spec: AppSpec, progress: Callable[[str], None] = lambda _: None) -> 
     # version than the container's), then an app that cannot start (the preflight).
     app = ask_interpreter(spec.python)
     check_app_version(app)
+    check_reachable(spec, interpreter_only=True)  # what install would refuse, try refuses too
     check_preflight(spec, copied=True)
     report = TryReport(spec.name)
     box = Container(f"try-{spec.name[:24]}-{os.getpid()}")

@@ -207,10 +207,16 @@ def writable_by_others(spec: AppSpec) -> list[str]:
     return problems
 
 
-def check_reachable(spec: AppSpec) -> None:
+def check_reachable(spec: AppSpec, *, interpreter_only: bool = False) -> None:
     """Raise InstallError naming the first path the system service of ``spec`` cannot use, or
-    the first one that others could change under root's feet (:func:`writable_by_others`)."""
+    the first one that others could change under root's feet (:func:`writable_by_others`).
+    ``interpreter_only``: judge only whether the service could run ``python`` (``cpsysd try``,
+    which copies the working directory and config, refuses what install would refuse)."""
     problems = unreachable(spec)
+    if interpreter_only:
+        problems = [p for p in problems if "run the interpreter" in p]
+        if not problems:
+            return
     if not problems:
         unsafe = writable_by_others(spec)
         if unsafe:

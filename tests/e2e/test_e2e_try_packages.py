@@ -10,10 +10,13 @@ import glob
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import zipfile
+from collections.abc import Iterator
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -93,14 +96,26 @@ def _describe(base: Path, python: str) -> Path:
     return description
 
 
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A scratch directory a DynamicUser service can enter (pytest's tmp_path is 0700, and try
+    refuses an interpreter there, as install would)."""
+    path = Path(tempfile.mkdtemp(prefix="cpsysd-try-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
 def test_the_app_imports_a_package_only_its_virtualenv_has(
-    container_allowed: None, tmp_path: Path
+    container_allowed: None, tmp_path: Path, open_tmp: Path
 ) -> None:
     # Without the app's own packages the container would lack greetkit: it is neither one of
     # cpsysd's run-time dependencies nor importable by the interpreter running cpsysd.
     assert _key(PACKAGE) not in {_key(d.metadata["Name"]) for d in runtime_distributions()}
     assert find_spec(PACKAGE) is None
-    python = _app_virtualenv(tmp_path)
+    python = _app_virtualenv(open_tmp)
     result = run_try(_describe(tmp_path, str(python)))
     print(result.stdout, result.stderr)
     assert result.returncode == 0
@@ -157,3 +172,30 @@ def test_an_interpreter_of_another_python_version_is_one_line(
     assert f"but services in the container run {SYSTEM_PYTHON} (Python 3.11)" in last[0]
     assert f"make the app's virtualenv with {SYSTEM_PYTHON} -m venv" in last[0]
     assert "nothing left behind" not in result.stdout  # the report is not printed
+
+
+def test_an_interpreter_install_would_refuse_is_refused_before_any_container(
+    container_allowed: None, tmp_path: Path, open_tmp: Path
+) -> None:
+    """try runs a copy of the app in the container, but refuses what install would: here a
+    virtualenv in a 0700 directory, whose python a DynamicUser service cannot run."""
+    private = open_tmp / "private"
+    private.mkdir(mode=0o700)
+    subprocess.run(
+        [
+            "/usr/bin/python3",
+            "-m",
+            "venv",
+            "--without-pip",
+            "--system-site-packages",
+            private / "venv",
+        ],
+        check=True,
+    )
+    python = private / "venv" / "bin" / "python"
+    result = run_try(_describe(tmp_path, str(python)))
+    assert result.returncode != 0
+    assert result.stdout == ""  # nothing booted
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"cannot enter {private}" in result.stderr
+    assert f"so it cannot run the interpreter {python}" in result.stderr
