@@ -60,8 +60,12 @@ def start_activated(
     return proc
 
 
-def start_plain_cherrypy(procs: Procs, port: int) -> subprocess.Popen[bytes]:
-    proc = procs.start([*PLAIN_CHERRYPY, str(port)])
+def start_plain_cherrypy(
+    procs: Procs, port: int, max_body: int | None = None
+) -> subprocess.Popen[bytes]:
+    """``max_body``: server.max_request_body_size in bytes instead of CherryPy's 100 MiB."""
+    limit = [] if max_body is None else [str(max_body)]
+    proc = procs.start([*PLAIN_CHERRYPY, str(port), *limit])
     wait_http(port)
     return proc
 

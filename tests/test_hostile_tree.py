@@ -281,3 +281,44 @@ def test_byte_compiling_runs_no_pth_file_of_the_venv(deploy_venv: tuple[Path, Pa
     assert not marker.exists(), f"the venv's .pth ran: {marker.read_text()}"
     (cache,) = (app / "__pycache__").iterdir()
     assert cache.name.startswith("app.")
+
+
+@pytest.mark.parametrize(
+    "renewal",
+    ["renew_days = 30", 'acme = "https://127.0.0.1:14000/dir"'],
+)
+def test_a_renewal_job_refuses_a_venv_even_its_own_service_user_owns(
+    deploy_venv: tuple[Path, Path], renewal: str
+) -> None:
+    """``user = "nobody"`` may own its venv for the service itself, but NAME-cert-renew.service
+    runs that venv's interpreter as root (site, .pth files and all): the real ``cpsysd install``
+    refuses it in one line naming the venv and the fix, before anything runs or is written."""
+    venv, marker = deploy_venv
+    app = venv.parent / "app"
+    description = venv.parent / "hostilerenew.toml"
+    description.write_text(
+        f'name = "hostilerenew"\nentry = "app:Root"\npython = "{venv}/bin/python"\n'
+        f'working_directory = "{app}"\nuser = "nobody"\n'
+        'listen = ["127.0.0.1:8080", "127.0.0.1:8443=https"]\n'
+        f'[tls]\ncert = "{venv.parent}/tls/cert.pem"\nkey = "{venv.parent}/tls/key.pem"\n'
+        f'hosts = ["app.example"]\n{renewal}\n'
+    )  # the key files are in the fixture's directory: even a wrong order writes nothing else
+    argv = [sys.executable, "-m", "cpsysd", "install", "hostilerenew", "-c", str(description)]
+    script = (
+        "mount -t tmpfs cpsysd-test /etc/systemd/system && mount -t tmpfs cpsysd-test /var/lib"
+        ' && { "$@"; echo "rc=$?"; find /etc/systemd/system /var/lib -mindepth 1; }'
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert not marker.exists(), f"the venv's .pth ran: {marker.read_text()}"
+    assert result.stdout == "rc=1\n"  # and nothing written
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"cpsysd: error: {venv} is owned by uid {NOBODY}, and ")
+    assert "hostilerenew-cert-renew.service runs the app's interpreter as root" in result.stderr
+    assert f"chown -R root:root {venv}" in result.stderr
+    assert "or drop [tls] renew_days and acme" in result.stderr

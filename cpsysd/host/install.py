@@ -268,10 +268,10 @@ def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
         files[environment] = environment_file_text(spec).encode()
     files.update({unit_dir / fname: text.encode() for fname, text in units.items()})
 
-    if target.root is None and spec.tls is not None and spec.tls.acme is not None:
-        _acme_placeholder(spec.tls, report)
     if target.root is None and not target.user:
         check_reachable(spec)  # a unit that could never start is refused before any write
+    if target.root is None and spec.tls is not None and spec.tls.acme is not None:
+        _acme_placeholder(spec.tls, report)
     if target.root is None:
         # With --root the units are for an image or package: the app is not on this machine.
         report.warnings += check_preflight(spec).warnings

@@ -22,6 +22,12 @@ interpreter binary, the virtualenv's ``pyvenv.cfg`` (its ``home =`` picks the st
 that runs) and the directories holding them still decide what runs. So none of them, nor the
 working directory, may be writable by anyone but root or the service's own named user:
 :func:`writable_by_others`.
+
+The renewal job (``NAME-cert-renew.service``, with ``[tls] renew_days`` or ``acme``) is
+stricter: it runs ``PYTHON -m cpsysd cert renew`` as root every time the timer fires, with
+``site`` enabled, so every ``.pth`` file and module of the virtualenv runs as uid 0. There the
+service's own user is one too many: the interpreter and the whole virtualenv must be root's
+(:func:`not_root_owned`).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from cpsysd.description.load import AppSpec
 from cpsysd.errors import InstallError
 from cpsysd.records import record
 from cpsysd.render.common import protect_home_tree
+from cpsysd.render.renew import renew_unit_names
 
 _READ, _EXECUTE = 4, 1
 _ACL_XATTR = "system.posix_acl_access"
@@ -173,15 +180,13 @@ def _venv_files(python: str) -> list[str]:
     return found
 
 
-def writable_by_others(spec: AppSpec) -> list[str]:
-    """Each path among the working directory, the interpreter (its link and its target), the
-    virtualenv's and all their parent directories that someone other than root or the service's
-    named user could change. A root-owned sticky directory (/tmp) counts as safe: others cannot
-    rename what is in it. Paths that do not exist (yet) are not judged."""
-    uids, gids = _trusted_ids(spec)
-    paths = [spec.working_directory, spec.python, os.path.realpath(spec.python)]
-    paths += _venv_files(spec.python)
-    seen: set[str] = set()
+def _changeable(
+    paths: list[str], uids: set[int], gids: set[int], because: str, seen: set[str]
+) -> list[str]:
+    """Each of ``paths`` (and the directories above it) that someone outside ``uids``/``gids``
+    owns or may write. A root-owned sticky directory (/tmp) counts as safe: others cannot
+    rename what is in it. Paths that do not exist (yet) are not judged; links are not
+    followed (their own mode means nothing, their directory's does)."""
     problems = []
     for path in paths:
         for each in [*reversed(PurePosixPath(path).parents), PurePosixPath(path)]:
@@ -193,7 +198,7 @@ def writable_by_others(spec: AppSpec) -> list[str]:
             except OSError:
                 continue
             mode = info.st_mode
-            if stat.S_ISLNK(mode):  # a link's own mode means nothing; its directory's does
+            if stat.S_ISLNK(mode):
                 continue
             if info.st_uid not in uids:
                 why = f"owned by uid {info.st_uid}"
@@ -203,8 +208,44 @@ def writable_by_others(spec: AppSpec) -> list[str]:
                 why = f"writable by group {info.st_gid} (mode {stat.filemode(mode)[1:]})"
             else:
                 continue
-            problems.append(f"{each} is {why}, and install runs the app's interpreter as root")
+            problems.append(f"{each} is {why}, and {because}")
     return problems
+
+
+def writable_by_others(spec: AppSpec) -> list[str]:
+    """Each path among the working directory, the interpreter (its link and its target), the
+    virtualenv's and all their parent directories that someone other than root or the service's
+    named user could change."""
+    uids, gids = _trusted_ids(spec)
+    paths = [spec.working_directory, spec.python, os.path.realpath(spec.python)]
+    paths += _venv_files(spec.python)
+    because = "install runs the app's interpreter as root"
+    return _changeable(paths, uids, gids, because, set())
+
+
+def venv_root(python: str) -> str | None:
+    """The virtualenv ``python`` belongs to (the directory holding pyvenv.cfg), or None."""
+    root = os.path.dirname(os.path.dirname(python))
+    return root if os.path.isfile(os.path.join(root, "pyvenv.cfg")) else None
+
+
+def not_root_owned(spec: AppSpec) -> list[str]:
+    """With a renewal job (which runs the app's interpreter as root, site and all): the
+    interpreter, its target, and every file and directory of its virtualenv (walked without
+    following links) that is not root's alone. Empty without a renewal job."""
+    names = renew_unit_names(spec)
+    if names is None:
+        return []
+    paths = [spec.python, os.path.realpath(spec.python)]
+    root = venv_root(spec.python)
+    if root is not None:
+        paths.append(root)
+        # A module file the deploy user owns in a root-owned directory is just as good a way
+        # in as the directory itself, so every entry counts; bounded by the venv's own size.
+        for directory, dirs, files in os.walk(root):
+            paths += [os.path.join(directory, name) for name in dirs + files]
+    because = f"{names[1]} runs the app's interpreter as root"
+    return _changeable(paths, {0}, {0}, because, set())
 
 
 def check_reachable(spec: AppSpec, *, interpreter_only: bool = False) -> None:
@@ -225,6 +266,15 @@ def check_reachable(spec: AppSpec, *, interpreter_only: bool = False) -> None:
             raise InstallError(
                 unsafe[0] + more,
                 f"make it owned by {owner} and not writable by group or others (chown, chmod go-w)",
+            )
+        unsafe = not_root_owned(spec)
+        if unsafe:
+            tree = venv_root(spec.python) or spec.python
+            more = f" (and {len(unsafe) - 1} more)" if len(unsafe) > 1 else ""
+            raise InstallError(
+                unsafe[0] + more,
+                f"make it root's (chown -R root:root {tree}; chmod -R go-w {tree}), "
+                "or drop [tls] renew_days and acme",
             )
         return
     first = problems[0]
