@@ -7,6 +7,7 @@ stderr and a non-zero exit code (a traceback only with ``--debug``).
 from __future__ import annotations
 
 ERROR_PREFIX = "cpsysd: error: "  # how every command starts its one-line error on stderr
+WARNING_PREFIX = "cpsysd: warning: "  # like ERROR_PREFIX: a line on stderr, but exit status 0
 
 
 class CpsysdError(Exception):

@@ -8,9 +8,12 @@ import http.client
 import json
 import os
 import socket
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from runtimekit import (
     CPSYSD,
     PYTHON,
@@ -235,7 +238,38 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
         proc = Proc([*CPSYSD, "serve", "-c", str(description)], tmp_path / "serve.log")
         assert proc.wait(30) == 1
     assert f"cpsysd: error: cannot listen on {port}: Address already in use" in proc.output()
+    assert "is another process listening there?" in proc.output()
     assert "Traceback" not in proc.output()
+
+
+def test_privileged_port_as_non_root_names_the_fix_not_another_process() -> None:
+    """Port 80 as nobody: EACCES, which is no other process's fault (it once said so)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become nobody")
+    if Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text().strip() != "1024":
+        pytest.skip("this host lets unprivileged users bind port 80")
+    # nobody must read the description: not under pytest's 0700 tmp_path.
+    with tempfile.TemporaryDirectory(prefix="cpsysd-port80-") as directory:
+        Path(directory).chmod(0o755)
+        description = write_app(Path(directory) / "app", ["127.0.0.1:80"])
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        result = subprocess.run(
+            [*as_nobody, *CPSYSD, "serve", "-c", str(description)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    line = result.stderr.strip()
+    assert line.startswith(
+        "cpsysd: error: cannot listen on 127.0.0.1:80: Permission denied: "
+        "ports below 1024 need root (use socket activation, where systemd binds it: cpsysd install"
+    ), line
+    assert "a port >= 1024" in line
+    assert "--user" in line
+    assert "another process" not in line
 
 
 def _example_description(tmp_path: Path, port: int) -> Path:

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from cpsysd.description.load import AppSpec, TLSConfig, parse_spec
-from cpsysd.harness.trying import _Files, container_spec
+from cpsysd.harness.trying import _Files, container_spec, journal_cause
 
 
 def _spec(workdir: Path, tls: TLSConfig) -> AppSpec:
@@ -43,3 +43,29 @@ def test_every_tls_path_is_copied_in(tmp_path: Path) -> None:
         else:
             assert after == before, item.name
     assert len(files.extra) == 6
+
+
+JOURNAL = [
+    "[ 4963.792348] box systemd[1]: Starting app.service - app (served by cpsysd)...",
+    "[ 4963.987631] box app[86]: ENGINE Error in 'start' listener <function open_db at 0x7f>",
+    "                                Traceback (most recent call last):",
+    '                                  File "/srv/app/app.py", line 12, in open_db',
+    '                                    raise RuntimeError("no database")',
+    "                                RuntimeError: no database",
+    "[ 4963.990001] box app[86]: ENGINE Shutting down due to error in start listener:",
+    "                                cherrypy.process.wspbus.ChannelFailures: RuntimeError('x')",
+    "[ 4964.100000] box systemd[1]: app.service: Main process exited, status=1/FAILURE",
+]
+
+
+def test_journal_cause_is_the_apps_first_exception() -> None:
+    assert journal_cause(JOURNAL) == "RuntimeError: no database"
+
+
+def test_journal_cause_prefers_cpsysds_own_error_line() -> None:
+    own = "[ 4963.9] box app[86]: cpsysd: error: cannot listen on 80: Permission denied"
+    assert journal_cause([*JOURNAL, own]) == "cannot listen on 80: Permission denied"
+
+
+def test_journal_cause_without_one_is_none() -> None:
+    assert journal_cause(JOURNAL[:2]) is None

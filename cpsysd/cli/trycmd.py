@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from cpsysd.cli.options import config_option, load_description
+from cpsysd.cli.units import print_warnings
 from cpsysd.errors import CpsysdError
 
 JOURNAL_LINES = 15
@@ -28,7 +29,15 @@ def register(app: typer.Typer) -> None:
         from cpsysd.harness.trying import service_units, try_app
 
         spec = load_description(config)
-        report = try_app(spec, progress=lambda line: typer.echo(f"try: {line}"))
+        warned: list[str] = []  # the preflight's here, before the boot
+
+        def warn(line: str) -> None:
+            warned.append(line)
+            print_warnings([line])
+
+        report = try_app(spec, progress=lambda line: typer.echo(f"try: {line}"), warn=warn)
+        # install inside runs the preflight on the copy, which this machine may not have read
+        print_warnings([line for line in report.warnings if line not in warned])
         typer.echo(report.install_output.rstrip())
         if report.first_request_seconds is not None:
             typer.echo(f"first request: HTTP {report.http_status} from {report.url}")

@@ -10,8 +10,7 @@ import typer
 
 from cpsysd.cli.options import config_option, force_option, load_description, user_option
 from cpsysd.description.docs import flag_help
-
-WARNING_PREFIX = "cpsysd: warning: "  # like ERROR_PREFIX: a line on stderr, but exit status 0
+from cpsysd.errors import WARNING_PREFIX
 
 if TYPE_CHECKING:
     from cpsysd.host.install import InstallReport
@@ -135,7 +134,7 @@ def register(app: typer.Typer) -> None:
                 f"preflight: {spec.entry} imports as a {report.preflight.kind} app "
                 f"({report.preflight.imported_as}, {spec.python})"
             )
-            _print_warnings(report.preflight.warnings)
+            print_warnings(report.preflight.warnings)
         for unit, score in report.exposures.items():
             typer.echo(f"{unit}: verified, exposure {score:.1f}")
         typer.echo(f"exposure {report.exposure:.1f}")
@@ -191,7 +190,8 @@ def register(app: typer.Typer) -> None:
         _print_report(do_uninstall(name, InstallTarget(root=root, user=user, vendor=vendor)))
 
 
-def _print_warnings(warnings: Sequence[str]) -> None:
+def print_warnings(warnings: Sequence[str]) -> None:
+    """Each warning on stderr as ``cpsysd: warning: ...`` (verify, install, try)."""
     # On stderr, one line each: the command still succeeds (the app starts), and its stdout
     # stays what scripts read.
     for warning in warnings:
@@ -199,7 +199,7 @@ def _print_warnings(warnings: Sequence[str]) -> None:
 
 
 def _print_report(report: InstallReport) -> None:
-    _print_warnings(report.warnings)
+    print_warnings(report.warnings)
     for path in report.written:
         typer.echo(f"wrote {path}")
     for path in report.unchanged:

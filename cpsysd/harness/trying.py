@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from cpsysd.description.instances import instance_names
 from cpsysd.description.load import AppSpec, Listener
 from cpsysd.description.toml import spec_to_toml
-from cpsysd.errors import ERROR_PREFIX, HarnessError
+from cpsysd.errors import ERROR_PREFIX, WARNING_PREFIX, HarnessError
 from cpsysd.harness.commands import ContainerCommandError
 from cpsysd.harness.container import Container, available, leftovers
 from cpsysd.harness.provision import (
@@ -44,6 +44,13 @@ EXTRA_FILES_DIR = "/etc/cpsysd/files"  # files the description names outside its
 SKIPPED_NAMES = (".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache")
 _EXPOSURE = re.compile(r"Overall exposure level for \S+: ([0-9.]+) (\S+)")
 NAMES_SHOWN = 8  # distributions named in a progress line; the rest are counted
+# A journal line as journalctl --output=short-monotonic prints it: "[  12.345678] HOST UNIT[PID]: "
+_JOURNAL_PREFIX = re.compile(r"^\[\s*[0-9.]+\] \S+ \S+: ")
+# The last line of a Python traceback: "RuntimeError: ...", "sqlite3.OperationalError: ...".
+_EXCEPTION_LINE = re.compile(
+    r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Failures?): \S"
+)
+_CHANNEL_FAILURES = "ChannelFailures:"  # CherryPy's bus wrapping the exceptions it logged before
 
 
 @dataclass
@@ -64,6 +71,7 @@ class TryReport:
     exposure: str = ""
     teardown_seconds: float = 0.0
     leftovers: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what install inside warned about
     problem: str | None = None
     hint: str | None = "the status and journal above show why"
 
@@ -167,8 +175,14 @@ def provision_lines(app: AppInterpreter, provisioned: Provisioned) -> list[str]:
     return lines
 
 
-def try_app(spec: AppSpec, progress: Callable[[str], None] = lambda _: None) -> TryReport:
+def try_app(
+    spec: AppSpec,
+    progress: Callable[[str], None] = lambda _: None,
+    warn: Callable[[str], None] = lambda _: None,
+) -> TryReport:
     """Run ``spec``'s app under a real systemd in an ephemeral container; see the module doc.
+    ``warn`` gets the preflight's warnings (what starts but breaks later, e.g. sessions) before
+    anything boots, as verify and install print them.
     Raises HarnessError when the container cannot be used at all, SpecError when the preflight
     finds that the app cannot start or its interpreter cannot say which packages it has;
     problems seen under systemd are in the returned report (``problem``), with the status and
@@ -181,7 +195,8 @@ def try_app(spec: AppSpec, progress: Callable[[str], None] = lambda _: None) -> 
     app = ask_interpreter(spec.python)
     check_app_version(app)
     check_reachable(spec, interpreter_only=True)  # what install would refuse, try refuses too
-    check_preflight(spec, copied=True)
+    for warning in check_preflight(spec, copied=True).warnings:
+        warn(warning)
     report = TryReport(spec.name)
     box = Container(f"try-{spec.name[:24]}-{os.getpid()}")
     progress("booting systemd in an ephemeral container")
@@ -221,7 +236,13 @@ def _install_and_request(
     progress(f"inside: {shlex.join(install)}")
     started = time.monotonic()
     try:
-        report.install_output = box.run(install).stdout
+        installed = box.run(install)
+        report.install_output = installed.stdout
+        report.warnings = [
+            line.removeprefix(WARNING_PREFIX)
+            for line in installed.stderr.splitlines()
+            if line.startswith(WARNING_PREFIX)
+        ]
     except ContainerCommandError as err:
         # cpsysd's own one-line error says what to fix: pass it on, not the nsenter argv.
         said = err.stderr.strip().splitlines()[-1:]
@@ -273,5 +294,32 @@ def _collect(box: Container, spec: AppSpec, report: TryReport) -> None:
     extra = [f"--unit={unit}" for unit in units[1:]]
     journal = box.journal(units[0], extra=[*extra, "--output=short-monotonic"])
     report.journal = journal.splitlines()
+    if report.problem is None:
+        # A CherryPy start listener that raises does not stop the others: the servers and
+        # READY=1 run, the first request is answered, then the bus shuts down. Look again.
+        for unit in units:
+            state = box.wait_settled(unit)
+            if state != "active/running":
+                report.problem = f"{unit} answered the first request but then stopped ({state})"
+                break
+    cause = journal_cause(report.journal)
+    if report.problem is not None and cause is not None:
+        # The last line names the cause, not a curl exit status 40 journal lines below it.
+        report.problem += f"; the journal says: {cause}"
+        report.hint = None
     security = box.run(["systemd-analyze", "security", "--no-pager", units[0]], check=False)
     report.exposure = parse_exposure(security.stdout)
+
+
+def journal_cause(lines: list[str]) -> str | None:
+    """The line of a service's journal (short-monotonic) that names why it failed: cpsysd's
+    own ``cpsysd: error:`` line, else the first exception a traceback ended with (the one the
+    others were raised while handling), else None."""
+    messages = [_JOURNAL_PREFIX.sub("", line).strip() for line in lines]
+    for message in messages:
+        if message.startswith(ERROR_PREFIX):
+            return message.removeprefix(ERROR_PREFIX)
+    for message in messages:
+        if _EXCEPTION_LINE.match(message) and _CHANNEL_FAILURES not in message:
+            return message
+    return None

@@ -202,6 +202,31 @@ def _bind_inet(sock: socket.socket, host: str, port: int, reuse_port: bool) -> s
     return sock
 
 
+def _bind_error(listener: Listener, err: OSError) -> CpsysdError:
+    """One line saying why ``listener`` could not be bound, with the fix for that cause."""
+    said = f"cannot listen on {listener.address}: {err.strerror or err}"
+    if err.errno == errno.EADDRINUSE:
+        return CpsysdError(said, "is another process listening there? stop it or change listen")
+    lowest = _unprivileged_port_start()
+    if err.errno == errno.EACCES and listener.port is not None and listener.port < lowest:
+        # Not another process: below net.ipv4.ip_unprivileged_port_start only a process with
+        # CAP_NET_BIND_SERVICE may bind (ip(7)); systemd has it when it binds the socket units.
+        return CpsysdError(
+            f"{said}: ports below {lowest} need root",
+            "use socket activation, where systemd binds it: cpsysd install; or a port >= "
+            f"{lowest}; or start cpsysd serve as root with --user NAME to drop privileges",
+        )
+    return CpsysdError(said, "check the address, or change listen")
+
+
+def _unprivileged_port_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", encoding="ascii") as file:
+            return int(file.read())
+    except (OSError, ValueError):
+        return 1024  # the kernel's default, and the fixed rule before Linux 4.11
+
+
 def bind_listeners(listeners: Sequence[Listener], reuse_port: bool = False) -> list[Binding]:
     """Bind and listen on every described listener (no socket activation); ``reuse_port`` sets
     SO_REUSEPORT on the TCP ones so other processes may bind them too. On failure the sockets
@@ -216,10 +241,7 @@ def bind_listeners(listeners: Sequence[Listener], reuse_port: bool = False) -> l
                     sock = _bind_tcp(listener.host, listener.port or 0, reuse_port)
                 sock.listen(BACKLOG)
             except OSError as err:
-                raise CpsysdError(
-                    f"cannot listen on {listener.address}: {err.strerror or err}",
-                    "is another process listening there? stop it or change listen",
-                ) from None
+                raise _bind_error(listener, err) from None
             tune_listener(sock)
             bindings.append(Binding(listener, sock, adopted=False))
     except BaseException:

@@ -122,12 +122,18 @@ def test_try_names_an_app_directory_the_service_cannot_enter(
 
 def test_try_with_workers_waits_for_every_instance(container_allowed: None, tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
-    for name in ("hello.py", "app.conf"):
-        (tmp_path / name).write_text((EXAMPLE / name).read_text())
+    (tmp_path / "hello.py").write_text((EXAMPLE / "hello.py").read_text())
+    # RAM sessions with workers: what verify and install warn about, and so try too.
+    config = (EXAMPLE / "app.conf").read_text().replace("[/]\n", "[/]\ntools.sessions.on = True\n")
+    (tmp_path / "app.conf").write_text(config)
     description = tmp_path / "cpsysd.toml"
     description.write_text((EXAMPLE / "cpsysd.toml").read_text() + "workers = 2\n")
     result = run_try(description)
     assert result.returncode == 0
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("cpsysd: warning:")]
+    assert len(warnings) == 1, result.stderr
+    assert "CherryPy keeps sessions in RAM" in warnings[0]
+    assert "workers = 2" in warnings[0]
     assert "Hello from cpsysd!" in result.stdout
     for unit in ("hello@1.service", "hello@2.service"):
         assert f"{unit} - " in result.stdout  # in systemctl status
@@ -135,3 +141,40 @@ def test_try_with_workers_waits_for_every_instance(container_allowed: None, tmp_
     assert result.stdout.count('Status: "') == 2
     assert "journal of hello@1.service, hello@2.service (first " in result.stdout
     assert "ms (the instances were started by hello.target at install)" in result.stdout
+
+
+FAILING_START_APP = """
+import cherrypy
+
+
+class Root:
+    @cherrypy.expose
+    def index(self):
+        return "never answered\\n"
+
+
+def open_database():
+    raise RuntimeError("cannot open the orders database at /nonexistent/orders.db")
+
+
+# Imports cleanly (the preflight passes); fails only when the engine starts under systemd.
+cherrypy.engine.subscribe("start", open_database, priority=60)
+"""
+
+
+def test_try_names_the_journals_cause_when_the_app_fails_to_start(
+    container_allowed: None, tmp_path: Path
+) -> None:
+    """The last line is the app's own error from the journal, not "curl exit status 56"."""
+    tmp_path.chmod(0o755)
+    (tmp_path / "failing.py").write_text(FAILING_START_APP)
+    description = tmp_path / "cpsysd.toml"
+    description.write_text('name = "failing"\nentry = "failing:Root"\nlisten = ["8080"]\n')
+    result = run_try(description)
+    assert result.returncode == 1
+    assert "nothing left behind" in result.stdout
+    assert result.stderr.count("\n") == 1, result.stderr
+    last = result.stderr.strip()
+    assert last.startswith("cpsysd: error: "), last
+    assert "RuntimeError: cannot open the orders database at /nonexistent/orders.db" in last, last
+    assert "curl exit status" not in last.split("RuntimeError")[1], last
