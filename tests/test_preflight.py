@@ -251,3 +251,37 @@ def test_try_refuses_before_booting(app: Path) -> None:
     result = run("try", "-c", str(app / "cpsysd.toml"))
     assert_one_line_error(result, "error: entry: 'hello' has no attribute 'Rooot'")
     assert "booting" not in result.stdout
+
+
+class _Exposed:
+    def index(self) -> str:
+        return "hi"
+
+    index.exposed = True  # type: ignore[attr-defined]
+
+
+class _Configured:
+    _cp_config = {"tools.sessions.on": True}  # noqa: RUF012
+
+
+class _Wsgi:
+    def __call__(self, environ: object, start_response: object) -> list[bytes]:
+        return [b"hi"]
+
+
+def _wsgi_function(environ: object, start_response: object) -> list[bytes]:
+    return [b"hi"]
+
+
+def test_the_probe_judges_cherrypy_roots_as_the_runtime_does() -> None:
+    """host/probe.py runs without cpsysd in the app's interpreter, so it keeps its own copy of
+    the runtime's root test (runtime/app.py): the two must agree."""
+    from cpsysd.host import probe
+    from cpsysd.runtime.app import looks_like_cherrypy_root
+
+    holder = _Wsgi()
+    holder.__dict__["page"] = _Exposed().index
+    samples = [_Exposed(), _Configured(), _Wsgi(), _wsgi_function, holder, object()]
+    judged = [(probe._looks_like_cherrypy_root(s), looks_like_cherrypy_root(s)) for s in samples]
+    assert [mine for mine, _ in judged] == [theirs for _, theirs in judged]
+    assert [mine for mine, _ in judged] == [True, True, False, False, True, False]

@@ -41,16 +41,21 @@ def _slow_request(port: int, seconds: float, result: dict[str, object]) -> threa
     return thread
 
 
-def test_in_flight_request_completes_during_sigterm(tmp_path: Path) -> None:
-    port = free_port()
-    receiver = NotifyReceiver(tmp_path / "notify.sock")
+def _activated_serve(tmp_path: Path, port: int, receiver: NotifyReceiver) -> Proc:
+    """The test app's ``cpsysd serve`` under the real systemd-socket-activate on ``port``."""
     description = write_app(tmp_path / "app", [str(port)])
     argv = socket_activate(
         [str(port)],
         [*CPSYSD, "serve", "-c", str(description)],
         env={"NOTIFY_SOCKET": receiver.path},
     )
-    proc = Proc(argv, tmp_path / "serve.log")
+    return Proc(argv, tmp_path / "serve.log")
+
+
+def test_in_flight_request_completes_during_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    receiver = NotifyReceiver(tmp_path / "notify.sock")
+    proc = _activated_serve(tmp_path, port, receiver)
     try:
         time.sleep(0.2)
         get_json(f"127.0.0.1:{port}")  # started and serving
@@ -105,13 +110,7 @@ def test_connections_accepted_before_the_stop_are_answered(tmp_path: Path) -> No
     closing it unanswered (seen as RemoteDisconnected by clients racing an idle stop)."""
     port = free_port()
     receiver = NotifyReceiver(tmp_path / "notify.sock")
-    description = write_app(tmp_path / "app", [str(port)])
-    argv = socket_activate(
-        [str(port)],
-        [*CPSYSD, "serve", "-c", str(description)],
-        env={"NOTIFY_SOCKET": receiver.path},
-    )
-    proc = Proc(argv, tmp_path / "serve.log")
+    proc = _activated_serve(tmp_path, port, receiver)
     clients: list[socket.socket] = []
     try:
         get_json(f"127.0.0.1:{port}")  # started and serving
