@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,20 @@ def cpsysd_cmd() -> list[str]:
 
 def needs_root() -> pytest.MarkDecorator:
     return pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def run_with_private_unit_dirs(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` (a ``cpsysd install ...``) in a mount namespace of its own with empty tmpfs
+    over /etc/systemd/system and /var/lib, so even a broken check cannot write to this machine.
+    Its stdout is ``rc=N`` and then every file found in those two directories afterwards."""
+    script = (
+        "mount -t tmpfs cpsysd-test /etc/systemd/system && mount -t tmpfs cpsysd-test /var/lib"
+        ' && { "$@"; echo "rc=$?"; find /etc/systemd/system /var/lib -mindepth 1; }'
+    )
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )

@@ -24,6 +24,7 @@ import pytest
 from cpsysd.description.bounds import DESCRIPTION_MAX, TEXT_MAX
 from cpsysd.description.load import parse_spec
 from cpsysd.errors import SpecError
+from tests.conftest import run_with_private_unit_dirs
 
 NOBODY = 65534
 LIMIT_BYTES = 1 << 30  # a child's address space: a read of /dev/zero or a key bomb hits it
@@ -245,17 +246,7 @@ def test_install_refuses_a_venv_the_deploy_user_owns_and_runs_nothing_as_root(
         f'working_directory = "{app}"\n'
     )
     argv = [sys.executable, "-m", "cpsysd", "install", "hostiletree", "-c", str(description)]
-    script = (
-        "mount -t tmpfs cpsysd-test /etc/systemd/system && mount -t tmpfs cpsysd-test /var/lib"
-        ' && { "$@"; echo "rc=$?"; find /etc/systemd/system /var/lib -mindepth 1; }'
-    )
-    result = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = run_with_private_unit_dirs(argv)
     assert not marker.exists(), f"the venv's .pth ran: {marker.read_text()}"
     assert result.stdout == "rc=1\n"  # and nothing written
     assert result.stderr.count("\n") == 1, result.stderr
@@ -304,17 +295,7 @@ def test_a_renewal_job_refuses_a_venv_even_its_own_service_user_owns(
         f'hosts = ["app.example"]\n{renewal}\n'
     )  # the key files are in the fixture's directory: even a wrong order writes nothing else
     argv = [sys.executable, "-m", "cpsysd", "install", "hostilerenew", "-c", str(description)]
-    script = (
-        "mount -t tmpfs cpsysd-test /etc/systemd/system && mount -t tmpfs cpsysd-test /var/lib"
-        ' && { "$@"; echo "rc=$?"; find /etc/systemd/system /var/lib -mindepth 1; }'
-    )
-    result = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = run_with_private_unit_dirs(argv)
     assert not marker.exists(), f"the venv's .pth ran: {marker.read_text()}"
     assert result.stdout == "rc=1\n"  # and nothing written
     assert result.stderr.count("\n") == 1, result.stderr

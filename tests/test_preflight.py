@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, run_with_private_unit_dirs
 
 CPSYSD = [sys.executable, "-m", "cpsysd"]
 
@@ -223,16 +223,7 @@ def test_install_refuses_before_writing(app: Path) -> None:
     /etc/systemd/system."""
     description = describe(app, entry="hello:Rooot")
     install = [*CPSYSD, "install", "hello", "-c", str(description)]
-    script = (
-        "mount -t tmpfs cpsysd-test /etc/systemd/system && mount -t tmpfs cpsysd-test /var/lib"
-        ' && { "$@"; echo "rc=$?"; find /etc/systemd/system /var/lib -mindepth 1; }'
-    )
-    result = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *install],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_with_private_unit_dirs(install)
     assert result.stdout == "rc=2\n"  # and nothing found in either directory
     assert result.stderr == "cpsysd: error: entry: 'hello' has no attribute 'Rooot' (fix entry)\n"
 

@@ -7,7 +7,6 @@ import errno
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 from cpsysd.description.load import AppSpec, parse_spec
 from cpsysd.errors import InstallError
 from cpsysd.host.reach import check_reachable, unreachable, writable_by_others
+from tests.conftest import run_with_private_unit_dirs
 
 NOBODY = 65534  # nobody:nogroup on Debian
 
@@ -156,16 +156,7 @@ def test_install_refuses_before_writing(base: Path) -> None:
         f'working_directory = "{app}"\n'
     )
     install = [sys.executable, "-m", "cpsysd", "install", "reachtest", "-c", str(description)]
-    script = (
-        "mount -t tmpfs cpsysd-test /etc/systemd/system && mount -t tmpfs cpsysd-test /var/lib"
-        ' && { "$@"; echo "rc=$?"; find /etc/systemd/system /var/lib -mindepth 1; }'
-    )
-    result = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *install],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_with_private_unit_dirs(install)
     assert result.stdout == "rc=1\n"  # and nothing found in either directory
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(
