@@ -29,6 +29,9 @@ class Pebble:
     ca_bundle: Path  # the CA of pebble's own HTTPS certificate
     http_port: int  # where pebble's VA sends http-01 requests: the app's plain listener
     log: Path
+    pid: int  # pebble's own: a fault test kills the CA mid-order
+    argv: tuple[str, ...]  # and starts it again on the same ports
+    env: dict[str, str]
 
     def root_pem(self) -> bytes:
         """Pebble's issuing root, from its management interface (made afresh at each start)."""
@@ -41,7 +44,7 @@ def available() -> bool:
     return bool(shutil.which("pebble") and shutil.which("pebble-challtestsrv"))
 
 
-def _wait_directory(url: str, ca_bundle: Path, proc: Proc, timeout: float = 20) -> None:
+def wait_directory(url: str, ca_bundle: Path, proc: Proc, timeout: float = 20) -> None:
     context = ssl.create_default_context(cafile=str(ca_bundle))
     deadline = time.monotonic() + timeout
     while True:
@@ -93,20 +96,27 @@ def running_pebble(workdir: Path) -> Iterator[Pebble]:
             workdir / "dns.log",
         )
         stack.callback(dns.stop)
-        pebble = Proc(
-            [
-                "pebble",
-                "-config",
-                str(workdir / "pebble.json"),
-                "-dnsserver",
-                f"127.0.0.1:{dns_port}",
-            ],
-            workdir / "pebble.log",
-            # No random 0-15 s validation sleeps; no deliberately rejected nonces (the library
-            # retries one, a second in a row would make a test flaky, not better).
-            env={"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"},
+        argv = (
+            "pebble",
+            "-config",
+            str(workdir / "pebble.json"),
+            "-dnsserver",
+            f"127.0.0.1:{dns_port}",
         )
+        # No random 0-15 s validation sleeps; no deliberately rejected nonces (the library
+        # retries one, a second in a row would make a test flaky, not better).
+        env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
+        pebble = Proc(argv, workdir / "pebble.log", env=env)
         stack.callback(pebble.stop)
         directory = f"https://127.0.0.1:{acme_port}/dir"
-        _wait_directory(directory, cert, pebble)
-        yield Pebble(directory, f"https://127.0.0.1:{management_port}", cert, http_port, pebble.log)
+        wait_directory(directory, cert, pebble)
+        yield Pebble(
+            directory,
+            f"https://127.0.0.1:{management_port}",
+            cert,
+            http_port,
+            pebble.log,
+            pebble.pid,
+            argv,
+            env,
+        )

@@ -115,7 +115,9 @@ def renew_acme_certificate(
         raise TLSError(f"{spec.name} has no ACME certificate", 'set [tls] acme = "letsencrypt"')
     now = now or utc_now()
     cert_path, key_path = Path(tls.cert), Path(tls.key)
-    for path in (cert_path, key_path):
+    # A job killed between publishing a file and removing its staging copy leaves that copy
+    # (the account key's too: it is written once, so no later write would sweep it).
+    for path in (cert_path, key_path, Path(tls.account_key_path)):
         certfiles.sweep_stale_staging(path)
     current = None
     if cert_path.exists():
