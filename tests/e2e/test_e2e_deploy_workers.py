@@ -66,3 +66,9 @@ def test_deploy_with_three_workers_swaps_instance_by_instance_under_load(
     figure("requests during cpsysd rollback, workers = 3 (4 clients)", f"{served} served, 0 failed")
     triggers = container.run(["systemctl", "show", "-P", "Triggers", "hello@2.socket"]).stdout
     assert "hello-release-r1@2.service" in triggers
+
+    # cpsysd restart restarts the live release, not hello@I.service with working_directory's
+    # code (whose greeting is release-2 now): still release 1 only, on the release's units.
+    container.run([python, "-m", "cpsysd", "restart", "hello"], timeout=300)
+    assert _greetings(container, 60) == {"release-1"}
+    assert _live_units(container) == [f"hello-release-r1@{i}.service" for i in (1, 2, 3)]
