@@ -13,9 +13,13 @@ from cpsysd.description.load import AppSpec, parse_spec
 from cpsysd.render.releases import (
     release_template_name,
     release_unit,
+    release_worker_template_name,
+    release_worker_unit,
     render_release_service,
+    render_release_worker_service,
     render_socket_dropin,
     socket_dropins,
+    worker_socket_dropins,
 )
 from cpsysd.render.units import RenderOptions, render_units
 
@@ -93,3 +97,43 @@ def test_systemd_analyze_verifies_the_release_units(tmp_path: Path, network: boo
     (units / socket_dropins(spec)[0]).write_text(render_socket_dropin(spec, "r9"))
     again = subprocess.run(["systemd-analyze", "verify", *argv], capture_output=True, text=True)
     assert "service app-release@r9.service not loaded" in again.stderr
+
+
+def test_worker_release_instance_shares_its_instance_socket() -> None:
+    spec = spec_of(workers=3, listen=["8080", "8443=admin"], state_directory=True)
+    assert release_worker_template_name("app", "r2") == "app-release-r2@.service"
+    assert release_worker_unit("app", "r2", "3") == "app-release-r2@3.service"
+    found = directives(render_release_worker_service(spec, "r2", PurePosixPath("/srv/rel")))
+    # Instance I takes over I's own sockets (ReusePort=, one per instance), beside the old one.
+    assert ("Sockets", "app@%i.socket") in found
+    assert ("Sockets", "app-admin@%i.socket") in found
+    root = "/srv/rel/app/r2"
+    assert ("ExecStart", f"{root}/venv/bin/python -m cpsysd serve -c {root}/cpsysd.toml") in found
+    assert ("WorkingDirectory", f"{root}/app") in found
+    assert ("PartOf", "app.target") in found
+    assert ("Environment", "CPSYSD_INSTANCE=%i") in found
+    assert worker_socket_dropins(spec, "2") == [
+        "app@2.socket.d/cpsysd-release.conf",
+        "app-admin@2.socket.d/cpsysd-release.conf",
+    ]
+    dropin = directives(render_socket_dropin(spec, "r2", "2"))
+    assert ("Service", "app-release-r2@2.service") in dropin
+
+
+def test_systemd_analyze_verifies_a_worker_release_instance(tmp_path: Path) -> None:
+    spec = spec_of(workers=3, health_path="/health")
+    releases = tmp_path / "releases"
+    _release_tree(releases, "app", "r4")
+    units = tmp_path / "units"
+    units.mkdir()
+    for name, text in render_units(spec, RenderOptions("/etc/cpsysd/app.toml")).items():
+        (units / name.replace("@.", "@2.")).write_text(text)
+    template = render_release_worker_service(spec, "r4", PurePosixPath(releases))
+    (units / "app-release-r4@2.service").write_text(template)
+    for dropin in worker_socket_dropins(spec, "2"):
+        (units / dropin).parent.mkdir()
+        (units / dropin).write_text(render_socket_dropin(spec, "r4", "2"))
+    argv = [str(units / name) for name in ("app-release-r4@2.service", "app@2.socket")]
+    result = subprocess.run(["systemd-analyze", "verify", *argv], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout + result.stderr == ""

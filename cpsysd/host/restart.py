@@ -3,14 +3,22 @@
 :func:`rolling_restart` restarts the running instances one at a time; a ``Type=notify`` unit's
 ``systemctl restart`` returns only after the new process sent ``READY=1``, and the listening
 sockets belong to systemd and stay open meanwhile, so the app keeps answering throughout.
+
+After ``cpsysd deploy`` the app runs as its live release (``NAME-release@ID.service``, or
+``NAME-release-ID@I.service`` per worker), not as the units ``cpsysd install`` made, which
+are stopped and would start the code in ``working_directory``: the live release's units are
+the ones restarted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from cpsysd.errors import CommandError
+from cpsysd.host.releases import read_state
 from cpsysd.host.run import check_installed_app, run_command, systemctl
+from cpsysd.render.releases import RELEASES_DIR, release_unit
 
 
 @dataclass(frozen=True)
@@ -27,12 +35,22 @@ def _instance_sort_key(unit: str) -> tuple[int, int, str]:
     return (0, int(instance), "") if instance.isdigit() else (1, 0, instance)
 
 
+def app_unit_patterns(name: str, user: bool = False, releases_dir: Path = Path(RELEASES_DIR)
+                      ) -> tuple[str, ...]:  # fmt: skip
+    """The units that serve ``name``: its live release's after a deploy (system units only;
+    deploy is root's), else ``NAME@*.service`` and ``NAME.service``."""
+    live = None if user else read_state(releases_dir / name).live
+    if live is None:
+        return (f"{name}@*.service", f"{name}.service")
+    return (release_unit(name, live), f"{name}-release-{live}@*.service")
+
+
 def list_instances(name: str, user: bool = False) -> dict[str, str]:
-    """The loaded units of app ``name``: ``NAME@*.service`` (or ``NAME.service``) -> ActiveState,
-    instances in numeric order. Asks systemd, so instances started by hand count too."""
+    """The loaded units of app ``name`` (:func:`app_unit_patterns`) -> ActiveState, instances
+    in numeric order. Asks systemd, so instances started by hand count too."""
     result = systemctl(
         "list-units", "--all", "--plain", "--no-legend", "--full", "--type=service",
-        f"{name}@*.service", f"{name}.service", user=user,
+        *app_unit_patterns(name, user), user=user,
     )  # fmt: skip
     states: dict[str, str] = {}
     for line in result.stdout.splitlines():

@@ -12,7 +12,12 @@ A drop-in ``NAME.socket.d/cpsysd-release.conf`` sets the socket's ``Service=`` t
 release, so that a connection arriving while nothing runs (after an idle stop, say) starts the
 live release, not ``NAME.service`` with the code in ``working_directory``.
 
-Not for ``workers > 1`` (yet): their instances are ``NAME@I.service`` with a socket each.
+With ``workers = N`` each instance ``I`` has its own socket ``NAME@I.socket`` (ReusePort=), so a
+release cannot be one instance of one template: release ``ID`` gets a template of its own,
+``NAME-release-ID@.service``, whose instance ``I`` shares ``NAME@I.socket``, and the drop-in
+``NAME@I.socket.d/cpsysd-release.conf`` points each instance's socket at its live release. The
+deploy swaps instance by instance, so every socket keeps listening and at most one instance is
+between releases at a time.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from cpsysd.render.common import (
     service_context,
     socket_unit_name,
 )
+from cpsysd.render.workers import render_instance_service, socket_template_name
 
 RELEASES_DIR = PurePosixPath("/var/lib/cpsysd/releases")
 DROPIN_NAME = "cpsysd-release.conf"
@@ -70,16 +76,58 @@ def render_release_service(spec: AppSpec, releases_dir: PurePosixPath = RELEASES
     return render_template("service.j2", **context)
 
 
+def release_worker_template_name(name: str, release_id: str) -> str:
+    """``NAME-release-ID@.service``: the template of one release's worker instances."""
+    return f"{name}-release-{release_id}@.service"
+
+
+def release_worker_unit(name: str, release_id: str, instance: str) -> str:
+    """``NAME-release-ID@I.service``: worker instance ``I`` of release ``ID``."""
+    return f"{name}-release-{release_id}@{instance}.service"
+
+
+def render_release_worker_service(
+    spec: AppSpec, release_id: str, releases_dir: PurePosixPath = RELEASES_DIR
+) -> str:
+    """The template ``NAME-release-ID@.service``: the app's instance template (the same sandbox,
+    ``PartOf=NAME.target``) with its paths in release ``ID`` and instance ``%i``'s sockets
+    shared with the release it replaces."""
+    root = escape.escape_specifiers(str(app_releases_dir(spec.name, releases_dir) / release_id))
+    if any(ch.isspace() or ch in "\"'\\;" for ch in root):
+        raise ValueError(f"{root!r}: a releases directory needs a plain path")
+    description = f"{root}/{RELEASE_DESCRIPTION}"
+    return render_instance_service(
+        spec,
+        RenderOptions(description_path=description),
+        description_suffix=f" (release {release_id})",
+        exec_start=f"{root}/venv/bin/python -m cpsysd serve -c {description}",
+        working_directory=f"{root}/app",
+        shared_sockets=[socket_template_name(spec, fd, "%i") for fd in spec.fd_names],
+    )
+
+
+def worker_socket_dropins(spec: AppSpec, instance: str) -> list[str]:
+    """The drop-ins that point instance ``instance``'s sockets at its live release:
+    ``NAME@I.socket.d/cpsysd-release.conf``, one per socket name."""
+    return [f"{socket_template_name(spec, fd, instance)}.d/{DROPIN_NAME}" for fd in spec.fd_names]
+
+
 def socket_dropins(spec: AppSpec) -> list[str]:
     """The drop-in paths (relative to the unit directory) that point each socket at the live
     release: ``NAME.socket.d/cpsysd-release.conf``, one per socket unit."""
     return [f"{socket_unit_name(spec, fd)}.d/{DROPIN_NAME}" for fd in spec.fd_names]
 
 
-def render_socket_dropin(spec: AppSpec, release_id: str) -> str:
-    """A socket's drop-in: ``Service=`` the live release (see the module docstring)."""
+def render_socket_dropin(spec: AppSpec, release_id: str, instance: str | None = None) -> str:
+    """A socket's drop-in: ``Service=`` the live release (of worker ``instance`` when given;
+    see the module docstring)."""
+    unit = (
+        release_unit(spec.name, release_id)
+        if instance is None
+        else release_worker_unit(spec.name, release_id, instance)
+    )
     return (
         f"# {MARKER}\n"
         "# cpsysd deploy points the socket at the live release; cpsysd rollback too.\n"
-        f"[Socket]\nService={release_unit(spec.name, release_id)}\n"
+        f"[Socket]\nService={unit}\n"
     )

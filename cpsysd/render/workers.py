@@ -123,12 +123,17 @@ def render_instance_socket(spec: AppSpec, options: RenderOptions, fd_name: str) 
     )
 
 
-def render_instance_service(spec: AppSpec, options: RenderOptions) -> str:
+def render_instance_service(
+    spec: AppSpec, options: RenderOptions, description_suffix: str = "", **release: object
+) -> str:
     """The template service unit: :func:`cpsysd.render.units.service_context` (the same sandbox as a
-    single service), with the instance's sockets and ``PartOf=NAME.target``."""
+    single service), with the instance's sockets and ``PartOf=NAME.target``. ``release``
+    overrides context values for a release's template (:mod:`cpsysd.render.releases`)."""
     context = service_context(spec, options)
     context.update(_common_context(spec, options))
     context["sockets"] = [socket_template_name(spec, fd, "%i") for fd in spec.fd_names]
+    context["description"] = f"{context['description']}{description_suffix}"
+    context.update(release)
     return render_template("instance@.service.j2", **context)
 
 

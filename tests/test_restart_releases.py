@@ -1,0 +1,25 @@
+"""``cpsysd restart`` after ``cpsysd deploy`` (cpsysd.host.restart): the units restarted are the
+live release's, read from the real state file deploy writes, never the install's units that
+would run the code in working_directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cpsysd.host.releases import LiveState, write_state
+from cpsysd.host.restart import app_unit_patterns
+
+
+def test_without_a_release_the_installed_units_restart(tmp_path: Path) -> None:
+    assert app_unit_patterns("app", releases_dir=tmp_path) == ("app@*.service", "app.service")
+
+
+def test_after_a_deploy_the_live_release_restarts(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    write_state(tmp_path / "app", LiveState("r3", "r2", 3))
+    assert app_unit_patterns("app", releases_dir=tmp_path) == (
+        "app-release@r3.service",
+        "app-release-r3@*.service",
+    )
+    # --user apps are never deployed (deploy is root's): their own units, whatever is on disk.
+    assert app_unit_patterns("app", user=True, releases_dir=tmp_path)[0] == "app@*.service"
