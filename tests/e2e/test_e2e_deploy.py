@@ -43,6 +43,17 @@ def _under_load(box: Container, argv: list[str]) -> tuple[object, list[dict[str,
     return result, [load.finish() for load in loads]
 
 
+def _make_health_fail(box: Container) -> None:
+    """The app's health path answers 500 from now on (the next release fails the gate)."""
+    sick = (
+        "import pathlib; p = pathlib.Path('/srv/hello/hello.py'); "
+        "p.write_text(p.read_text().replace('return \"ok\\\\n\"', "
+        "'cherrypy.response.status = 500; return \"sick\"'))"
+    )
+    box.run(["/usr/bin/python3", "-c", sick])
+    assert "status = 500" in box.run(["cat", HELLO]).stdout
+
+
 def _assert_no_failure(counts: list[dict[str, object]]) -> int:
     for count in counts:
         assert count["failed"] == 0, count["errors"]
@@ -79,13 +90,7 @@ def test_deploy_refuse_broken_releases_and_roll_back_under_load(
     assert _greetings(container) == {"release-2"}
 
     container.run(["cp", f"{HELLO}.good", HELLO])
-    sick = (
-        "import pathlib; p = pathlib.Path('/srv/hello/hello.py'); "
-        "p.write_text(p.read_text().replace('return \"ok\\\\n\"', "
-        "'cherrypy.response.status = 500; return \"sick\"'))"
-    )
-    container.run(["/usr/bin/python3", "-c", sick])
-    assert "status = 500" in container.run(["cat", HELLO]).stdout
+    _make_health_fail(container)
     result, counts = _under_load(container, deploy)
     assert result.returncode != 0  # type: ignore[attr-defined]
     stderr = result.stderr  # type: ignore[attr-defined]

@@ -9,7 +9,13 @@ from collections.abc import Callable
 
 import pytest
 from e2etools import example_spec, install_app
-from test_e2e_deploy import HELLO, _assert_no_failure, _greetings, _set_greeting, _under_load
+from test_e2e_deploy import (
+    _assert_no_failure,
+    _greetings,
+    _make_health_fail,
+    _set_greeting,
+    _under_load,
+)
 
 from cpsysd.harness.container import Container
 
@@ -42,13 +48,7 @@ def test_deploy_with_three_workers_swaps_instance_by_instance_under_load(
     assert _live_units(container) == [f"hello-release-r2@{i}.service" for i in (1, 2, 3)]
     figure("requests during cpsysd deploy, workers = 3 (4 clients)", f"{served} served, 0 failed")
 
-    sick = (
-        "import pathlib; p = pathlib.Path('/srv/hello/hello.py'); "
-        "p.write_text(p.read_text().replace('return \"ok\\\\n\"', "
-        "'cherrypy.response.status = 500; return \"sick\"'))"
-    )
-    container.run(["/usr/bin/python3", "-c", sick])
-    assert "status = 500" in container.run(["cat", HELLO]).stdout
+    _make_health_fail(container)
     result, counts = _under_load(container, deploy)
     assert result.returncode != 0  # type: ignore[attr-defined]
     stderr = result.stderr  # type: ignore[attr-defined]
