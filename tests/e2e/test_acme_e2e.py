@@ -30,7 +30,7 @@ HOST = "app.test"
 DIRECTORY = "https://127.0.0.1:14000/dir"
 
 
-def start_pebble(box: Container) -> None:
+def start_pebble(box: Container, tls_port: int = 5001) -> None:
     python = provision(box)
     box.run(["mkdir", "-p", "-m", "0755", PEBBLE, TLS_DIR])
     box.run([python, "-m", "cpsysd", "cert", "selfsigned", "--cert", f"{PEBBLE}/https.pem",
@@ -38,7 +38,7 @@ def start_pebble(box: Container) -> None:
     config = {"pebble": {
         "listenAddress": "127.0.0.1:14000", "managementListenAddress": "127.0.0.1:15000",
         "certificate": f"{PEBBLE}/https.pem", "privateKey": f"{PEBBLE}/https.key",
-        "httpPort": 80, "tlsPort": 5001, "ocspResponderURL": "",
+        "httpPort": 80, "tlsPort": tls_port, "ocspResponderURL": "",
         "externalAccountBindingRequired": False,
     }}  # fmt: skip
     box.write_file(f"{PEBBLE}/pebble.json", json.dumps(config))
