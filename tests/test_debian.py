@@ -114,20 +114,22 @@ def test_follows_dh_installsystemd(
 def test_start_is_guarded_like_dh(example_scripts: dict[str, str]) -> None:
     postinst = _commands(example_scripts["cpsysd-hello.postinst"])
     guard = 'if [ -z "${DPKG_ROOT:-}" ] && [ -d /run/systemd/system ]; then'
-    start = "deb-systemd-invoke $_dh_action hello.socket hello-https.socket >/dev/null || true"
+    start = "deb-systemd-invoke start hello.socket hello-https.socket >/dev/null || true"
+    # Started on first install only; an upgrade (or cpsysd's trigger) never restarts the
+    # sockets, it deploys the installed code as a release behind them (health-gated).
+    deploy = "if ! _cpsysd_out=$(cpsysd deploy -c /etc/cpsysd/hello.toml 2>&1 >/dev/null); then"
     assert _appears_in_order(
         [
             guard,
             "systemctl --system daemon-reload >/dev/null || true",
-            'if [ -n "$2" ]; then',
-            "_dh_action=restart",
-            "else",
-            "_dh_action=start",
-            "fi",
+            'if [ -z "$2" ]; then',
             start,
+            "fi",
+            deploy,
         ],
         postinst,
     )
+    assert "restart" not in " ".join(line for line in postinst if not line.startswith("#"))
     # Every systemctl or deb-systemd-invoke call sits inside an `if` on /run/systemd/system
     # (sd_booted(3)) and an unset DPKG_ROOT.
     for name, text in example_scripts.items():
