@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -130,7 +131,9 @@ def test_install_upgrade_remove_purge(box: Container, debs: Debs) -> None:
 
     # --- remove: stopped, units gone, the port closed; TLS material kept until purge ----------
     _dpkg(box, "-r", "cpsysd-hello")
-    for unit in ("hello.socket", "hello-https.socket", "hello.service", "hello-release@*"):
+    releases = ["systemctl", "list-units", "--all", "--no-legend", "hello-release@*"]
+    assert box.run(releases).stdout.strip() == ""  # the prerm stopped the live release too
+    for unit in ("hello.socket", "hello-https.socket", "hello.service"):
         state = box.run(["systemctl", "is-active", unit], check=False).stdout.strip()
         assert state == "inactive", f"{unit} is {state} after dpkg -r"
     refused = box.run(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:8080/"], check=False)
@@ -174,7 +177,7 @@ def _repack(deb: Path, out: Path, version: str, edit: dict[str, str]) -> Path:
 def _apt(box: Container, *debs: str) -> tuple[int, str]:
     """``apt-get install`` of local .deb files (every dependency is installed already)."""
     result = box.run(
-        ["apt-get", "install", "-y", "-q", "--no-download", *debs],
+        ["apt-get", "install", "-y", "-q", *debs],
         check=False, timeout=600, env={"DEBIAN_FRONTEND": "noninteractive"},
     )  # fmt: skip
     return result.returncode, result.stdout + result.stderr
@@ -194,17 +197,21 @@ def _greetings(box: Container, count: int = 30) -> set[str]:
     return set(box.run(["/usr/bin/python3", "-c", script]).stdout.split())
 
 
-def _upgrade_under_load(box: Container, deb: str) -> tuple[int, str]:
+def _upgrade_under_load(box: Container, deb: str) -> tuple[int, str, int]:
     """``apt install`` of ``deb`` while 4 clients loop on the app; none of their requests may
-    fail, whatever apt's outcome."""
+    fail, whatever apt's outcome. Returns apt's exit code, its output and the requests served."""
     loads = [LoadRun(box, 8080, "/", limit=20000, seconds=240) for _ in range(4)]
     code, output = _apt(box, deb)
+    served = 0
     for count in (load.finish() for load in loads):
         assert count["failed"] == 0, count["errors"]
-    return code, output
+        served += int(count["ok"])
+    return code, output, served
 
 
-def test_upgrades_are_health_gated_deploys(box: Container, debs: Debs, tmp_path: Path) -> None:
+def test_upgrades_are_health_gated_deploys(
+    box: Container, debs: Debs, tmp_path: Path, figure: Callable[[str, str], None]
+) -> None:
     """v1 installs and deploys release r1; v2 under load replaces it without a failed request;
     a v3 that cannot import is refused with its cause in one line, dpkg leaves it
     half-configured, and v2 keeps answering throughout."""
@@ -224,17 +231,20 @@ def test_upgrades_are_health_gated_deploys(box: Container, debs: Debs, tmp_path:
     assert _greetings(box) == {"Hello"}
 
     # --- v1 -> v2 under load: no failed request, and only v2 answers afterwards --------------
-    code, output = _upgrade_under_load(box, f"/root/{v2.name}")
+    code, output, served = _upgrade_under_load(box, f"/root/{v2.name}")
     assert code == 0, output
+    figure("requests during apt install of v2 (4 clients)", f"{served} served, 0 failed")
     assert _greetings(box) == {"Version-2"}
     triggers = box.run(["systemctl", "show", "-P", "Triggers", "hello.socket"]).stdout
     assert "hello-release@r2.service" in triggers
 
     # --- v2 -> broken v3: refused with the cause, v2 serves on ----------------------------------
-    code, output = _upgrade_under_load(box, f"/root/{v3.name}")
+    code, output, served = _upgrade_under_load(box, f"/root/{v3.name}")
     assert code != 0
     refused = [line for line in output.splitlines() if line.startswith("cpsysd-hello: ")]
     assert len(refused) == 1, output
+    print(refused[0])
+    figure("requests during the refused apt install of v3", f"{served} served, 0 failed")
     assert refused[0].startswith("cpsysd-hello: not configured, what was serving keeps serving: ")
     assert "version 3 is broken" in refused[0]
     status = box.run(["dpkg-query", "-W", "-f", "${Version} ${db:Status-Status}", "cpsysd-hello"])
