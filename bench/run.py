@@ -29,7 +29,7 @@ from report import write_results
 
 SECTIONS = (
     "throughput", "scaling", "coldstart", "clilatency", "tlsbench", "memory", "perrequest",
-    "prodshape", "idlemem",
+    "prodshape", "idlemem", "deploywait",
 )  # fmt: skip
 
 
