@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 import boxlib
-from benchlib import Samples, Section, say
+from benchlib import Chart, Samples, Section, say
 from config import Config
 
 from cpsysd.harness.container import Container
@@ -168,6 +168,13 @@ def run(cfg: Config) -> Section:
             f"{statistics.median(s.swap_p99_ms for s in swaps):.0f} ms during vs "
             f"{statistics.median(s.steady_p99_ms for s in swaps):.0f} ms steady",
         )
+    section.charts.append(
+        Chart(
+            f"Longest request wait while the app is replaced ({CLIENTS} clients)",
+            "ms",
+            tuple(FIGURES.items()),
+        )
+    )
     deploy = results["cpsysd deploy"]
     section.headline.append(
         f"Deploy under {CLIENTS} looping clients: the longest request wait is "

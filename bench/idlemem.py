@@ -14,7 +14,7 @@ import statistics
 import time
 
 import boxlib
-from benchlib import Section, say
+from benchlib import Chart, Section, say
 from config import Config
 
 from cpsysd.harness.container import Container
@@ -116,6 +116,9 @@ def run(cfg: Config) -> Section:
         kib, processes = got[key]  # type: ignore[misc]
         FIGURES[label] = kib / 1024
         section.row(f"PSS sum: {label}", f"{kib / 1024:.1f} MiB", "", "", f"{processes} processes")
+    section.charts.append(
+        Chart(f"Idle apps: PSS sum of {count} apps' processes", "MiB", tuple(FIGURES.items()))
+    )
     section.row(
         "first request after the idle stop (one cold start)",
         f"{got['cold_ms']:.0f} ms",

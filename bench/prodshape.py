@@ -27,6 +27,7 @@ from benchlib import (
     HELLO_DIR,
     PYTHON,
     VENV,
+    Chart,
     Procs,
     Samples,
     Section,
@@ -212,6 +213,13 @@ def run(cfg: Config) -> Section:
             ratio.spread(),
             f"p99 {tail.median:.2f}x",
         )
+    section.charts.append(
+        Chart(
+            f"Production shape: nginx in front, unix sockets, c={CONNECTIONS}",
+            "req/s",
+            tuple(FIGURES.items()),
+        )
+    )
     section.headline.append(
         f"Production shape (nginx in front, unix sockets, c={CONNECTIONS}): 2 `cpsysd serve` "
         f"{FIGURES[CPSYSD.name]:.0f} req/s vs gunicorn sync -w 2 {FIGURES[GUNICORN.name]:.0f} "
