@@ -69,7 +69,6 @@ def _measure(box: Container, count: int) -> dict[str, object]:
         boxlib.install(box, name, port, extra=f"idle_stop_sec = {IDLE_STOP_SEC}\n")
     _serve_each(box, idle_ports)
     idle_units = [f"{name}.service" for name in idle_names]
-    running = boxlib.pss_kib(box, idle_units)
     waited = _wait_inactive(box, idle_units)
     time.sleep(1.0)
     idle = boxlib.pss_kib(box, idle_units)
@@ -85,7 +84,6 @@ def _measure(box: Container, count: int) -> dict[str, object]:
     return {
         "on": on,
         "gunicorn": gunicorn,
-        "idle_running": running,
         "idle": idle,
         "waited": waited,
         "sockets_active": sum(state == "active" for state in sockets),
@@ -108,7 +106,6 @@ def run(cfg: Config) -> Section:
         got = _measure(box, count)
     groups = (
         (f"{count} apps with idle_stop_sec = {IDLE_STOP_SEC}, idle", "idle"),
-        (f"the same {count} apps while running", "idle_running"),
         (f"{count} always-on cpsysd serve", "on"),
         (f"{count} gunicorn (master + 1 sync worker)", "gunicorn"),
     )

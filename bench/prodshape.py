@@ -31,6 +31,7 @@ from benchlib import (
     Procs,
     Samples,
     Section,
+    http_get,
     ratio_samples,
     wait_http,
 )
@@ -72,6 +73,7 @@ server {{
 
 
 _TMP: list[Path] = []
+BODIES: dict[int, bytes] = {}  # what GET / answered through each nginx: the same app everywhere
 
 
 def _tmpdir() -> Path:
@@ -119,6 +121,8 @@ def start_nginx(procs: Procs, prefix: Path, site: str, port: int) -> int:
     subprocess.run([*argv, "-t"], check=True, capture_output=True, timeout=30)
     proc = procs.start([*argv, "-g", "daemon off;"])
     wait_http(port)
+    body = http_get(port).split(b"\r\n\r\n", 1)[1]
+    BODIES[port] = re.sub(rb"pid=\d+", b"pid=N", body)  # the hello app names its process
     return proc.pid
 
 
@@ -190,6 +194,9 @@ def run(cfg: Config) -> Section:
         for tmp in _TMP:
             shutil.rmtree(tmp, ignore_errors=True)
         _TMP.clear()
+    if len(set(BODIES.values())) != 1:
+        raise RuntimeError(f"the contenders answered differently: {sorted(set(BODIES.values()))}")
+    BODIES.clear()
     for contender in CONTENDERS:
         loads = results[(contender.name, CONNECTIONS)]
         FIGURES[contender.name] = rps(loads).median
