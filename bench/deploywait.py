@@ -60,6 +60,8 @@ class Swap:
     steady_p99_ms: float  # before the swap
     swap_p99_ms: float  # requests overlapping the swap window
     requests: int
+    longest_at: float  # when the longest request started, seconds after the action began
+    action_s: float  # how long the action (deploy, restart, reload command) took
 
 
 def _p99(values: list[float]) -> float:
@@ -104,9 +106,13 @@ def under_load(box: Container, port: int, action: list[str], steady: float) -> S
         raise RuntimeError(f"only {len(out)} of {CLIENTS} load clients reported")
     records = [record for client in out for record in client]
     steady_lat = [lat for start, lat, ok in records if t0 <= start < t1]
-    during = [lat for start, lat, ok in records if start < t2 and start + lat > t1]
+    overlapping = [(lat, start) for start, lat, ok in records if start < t2 and start + lat > t1]
+    during = [lat for lat, _ in overlapping]
+    longest = max(overlapping, default=(float("nan"), t1))
     return Swap(
-        longest_ms=max(during, default=float("nan")) * 1000,
+        longest_ms=longest[0] * 1000,
+        longest_at=longest[1] - t1,
+        action_s=t2 - 1.0 - t1,
         failed=sum(1 for *_, ok in records if not ok),
         steady_p99_ms=_p99(steady_lat) * 1000,
         swap_p99_ms=_p99(during) * 1000,
@@ -140,7 +146,8 @@ def _measure(box: Container, rounds: int, steady: float) -> dict[str, list[Swap]
             swap = under_load(box, port, action, steady)
             say(
                 f"   {name}: longest {swap.longest_ms:.0f} ms, {swap.failed} failed, p99 "
-                f"{swap.swap_p99_ms:.0f} ms vs steady {swap.steady_p99_ms:.0f} ms"
+                f"{swap.swap_p99_ms:.0f} ms vs steady {swap.steady_p99_ms:.0f} ms; the longest "
+                f"began {swap.longest_at:+.2f} s into a {swap.action_s:.2f} s action"
             )
             results.setdefault(name, []).append(swap)
     return results
