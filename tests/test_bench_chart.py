@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
+sys.path.append(str(BENCH))  # last: bench/ module names must not shadow others
 
 from benchlib import Chart, Section  # noqa: E402
 from chart import LABEL_W, draw, panels  # noqa: E402
