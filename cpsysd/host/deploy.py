@@ -28,7 +28,7 @@ from cpsysd.host.releases import (
 from cpsysd.host.run import systemctl, systemd_running
 from cpsysd.host.swap import remove_release_units
 from cpsysd.host.swap import swap as swap_units
-from cpsysd.render.common import SYSTEM_UNIT_DIR, socket_unit_name
+from cpsysd.render.common import SYSTEM_STATE_DIR, SYSTEM_UNIT_DIR, socket_unit_name
 from cpsysd.render.releases import RELEASE_DESCRIPTION, RELEASES_DIR
 from cpsysd.render.workers import socket_template_name
 
@@ -51,6 +51,7 @@ class Places:
 
     releases_dir: Path = Path(RELEASES_DIR)
     unit_dir: Path = Path(SYSTEM_UNIT_DIR)
+    state_dir: Path = Path(SYSTEM_STATE_DIR)  # where cpsysd install keeps NAME.toml
 
 
 def _check_worker_sockets(spec: AppSpec) -> None:
@@ -83,6 +84,27 @@ def _check_swappable(spec: AppSpec) -> None:
         )
 
 
+def _check_same_workers(spec: AppSpec, state: LiveState, places: Places) -> None:
+    """A release runs as many instances as the one it replaces: the swap pairs instance I of
+    both on I's socket, and the sockets and NAME.target are what ``cpsysd install`` set up for
+    the live count. More instances would have no socket, fewer would leave old ones serving."""
+    if state.live is not None:
+        serving = places.releases_dir / spec.name / state.live / RELEASE_DESCRIPTION
+        what = f"release {state.live}"
+    else:
+        serving, what = places.state_dir / f"{spec.name}.toml", "cpsysd install"
+    if not serving.is_file():
+        return  # not installed: _check_swappable names that
+    count = load_spec(serving).workers
+    if count != spec.workers:
+        raise CpsysdError(
+            f"{spec.name} runs workers = {count} ({what}) and this release has workers = "
+            f"{spec.workers}: a deploy or rollback keeps the count; nothing was changed",
+            f"deploy with workers = {count}; to change it, cpsysd uninstall {spec.name}, then "
+            "cpsysd install -c FILE with the new count (the app stops in between)",
+        )
+
+
 def swap(spec: AppSpec, release_id: str, state: LiveState, places: Places, grace: float) -> str:
     """Make ``release_id`` live in place of ``state.live``; returns what it replaced."""
     return swap_units(spec, state.live, release_id, grace=grace,
@@ -98,6 +120,8 @@ def _app_dir(name: str, places: Places) -> Path:
 def deploy(spec: AppSpec, *, grace: float = GRACE_SEC, keep: int = KEEP,
            places: Places = Places()) -> Swapped:  # fmt: skip
     """``cpsysd deploy``: build a release of ``spec``'s code and swap it in."""
+    # First: a new count would also fail the socket check, with a hint that no longer helps.
+    _check_same_workers(spec, read_state(places.releases_dir / spec.name), places)
     _check_swappable(spec)
     app_dir = _app_dir(spec.name, places)
     with deploy_lock(app_dir, spec.name):
@@ -131,6 +155,7 @@ def rollback(name: str, *, grace: float = GRACE_SEC, places: Places = Places()) 
                 f"list them with cpsysd releases {name}",
             )
         spec = load_spec(app_dir / state.previous / RELEASE_DESCRIPTION)
+        _check_same_workers(spec, state, places)
         _check_swappable(spec)
         replaced = swap(spec, state.previous, state, places, grace)
         write_state(app_dir, LiveState(state.previous, state.live, state.last_number))
