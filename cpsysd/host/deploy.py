@@ -8,6 +8,8 @@ keeps serving and the error quotes the new release's journal.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,15 @@ from cpsysd.host.run import systemctl, systemd_running
 from cpsysd.host.swap import remove_release_units
 from cpsysd.host.swap import swap as swap_units
 from cpsysd.render.common import SYSTEM_STATE_DIR, SYSTEM_UNIT_DIR, socket_unit_name
-from cpsysd.render.releases import RELEASE_DESCRIPTION, RELEASES_DIR
+from cpsysd.render.releases import (
+    DROPIN_NAME,
+    RELEASE_DESCRIPTION,
+    RELEASES_DIR,
+    boot_dropins,
+    release_worker_template_name,
+    socket_dropins,
+    worker_socket_dropins,
+)
 from cpsysd.render.workers import socket_template_name
 
 GRACE_SEC = 3.0  # the new release must stay up this long before the old one is stopped
@@ -168,3 +178,48 @@ def release_table(name: str, places: Places = Places()) -> list[tuple[str, str, 
     state = read_state(app_dir)
     marks = {state.live: "live", state.previous: "previous"}
     return [(r.id, r.created, r.source, marks.get(r.id, "")) for r in list_releases(app_dir)]
+
+
+def _written_for(spec: AppSpec) -> list[str]:
+    """The unit files and drop-ins deploys of ``spec`` write (relative to the unit directory)."""
+    if spec.workers > 1:
+        dropins = [d for i in instance_names(spec) for d in worker_socket_dropins(spec, i)]
+    else:
+        dropins = socket_dropins(spec)
+    return [f"{spec.name}-release@.service", *dropins, *boot_dropins(spec)]
+
+
+def retire(name: str, *, purge: bool = False, places: Places = Places()) -> list[Path]:
+    """For ``cpsysd uninstall``: stop the release units and remove the files deploys wrote
+    (release templates, ``cpsysd-release.conf`` drop-ins; the user's drop-ins stay). The
+    releases stay on disk, none live (after ``cpsysd install``, ``cpsysd rollback`` brings the
+    last live one back), unless ``purge``. Returns the files removed."""
+    app_dir = places.releases_dir / name
+    if not app_dir.is_dir():
+        return []
+    with deploy_lock(app_dir, name):
+        state = read_state(app_dir)
+        ids = sorted({r.id for r in list_releases(app_dir)}
+                     | {rid for rid in (state.live, state.previous) if rid})  # fmt: skip
+        units = [f"{name}-release@*.service", *(f"{name}-release-{rid}@*.service" for rid in ids)]
+        systemctl("stop", *units, check=False)
+        paths = {release_worker_template_name(name, rid) for rid in ids}
+        sources = [places.state_dir / f"{name}.toml"]
+        if state.live:
+            sources.append(app_dir / state.live / RELEASE_DESCRIPTION)
+        for source in sources:
+            if source.is_file():
+                paths.update(_written_for(load_spec(source)))
+        removed = [places.unit_dir / p for p in sorted(paths) if (places.unit_dir / p).exists()]
+        for path in removed:
+            path.unlink()
+            if path.name == DROPIN_NAME and not any(path.parent.iterdir()):
+                path.parent.rmdir()  # only cpsysd's drop-in was there
+        systemctl("daemon-reload", check=False)
+        if purge:
+            shutil.rmtree(app_dir)
+            with contextlib.suppress(OSError):
+                places.releases_dir.rmdir()  # the last app's: deploy made it
+        else:
+            write_state(app_dir, LiveState(None, state.live or state.previous, state.last_number))
+    return removed

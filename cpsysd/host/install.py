@@ -382,8 +382,14 @@ def _prune_empty(target: InstallTarget) -> None:
                 break
 
 
-def uninstall(name: str, target: InstallTarget) -> InstallReport:
-    """Stop, disable and remove exactly what :func:`install` wrote for ``name``."""
+def _loaded(unit: str, user: bool) -> bool:
+    return systemctl("show", "-P", "LoadState", unit, user=user).stdout.strip() == "loaded"
+
+
+def uninstall(name: str, target: InstallTarget, purge_releases: bool = False) -> InstallReport:
+    """Stop, disable and remove exactly what :func:`install` wrote for ``name``, and what
+    ``cpsysd deploy`` wrote (:func:`cpsysd.host.deploy.retire`; its releases with
+    ``purge_releases``)."""
     report = InstallReport()
     try:
         escape.check_unit_stem(name)
@@ -398,9 +404,15 @@ def uninstall(name: str, target: InstallTarget) -> InstallReport:
             "check the name, --user and --root",
         )
     live_manager = target.manager_reachable()
+    if target.root is None and not target.user:  # deploy is root's, on the running system
+        from cpsysd.host.deploy import retire
+
+        report.removed += [str(path) for path in retire(name, purge=purge_releases)]
     if live_manager:
-        units = [*old.get("enable", []), *old.get("stop", [])]
-        systemctl("disable", "--now", *units, user=target.user)
+        # "stop" names NAME.service, which a workers app has no file for: stopping a unit that
+        # is not loaded fails, and would fail the whole uninstall.
+        stop = [unit for unit in old.get("stop", []) if _loaded(unit, target.user)]
+        systemctl("disable", "--now", *old.get("enable", []), *stop, user=target.user)
     removes = []
     for live, digest in old["files"].items():
         disk = target.on_disk(PurePosixPath(live))
