@@ -36,6 +36,7 @@ from cpsysd.render.releases import (
     RELEASE_DESCRIPTION,
     RELEASES_DIR,
     boot_dropins,
+    release_template_name,
     release_worker_template_name,
     socket_dropins,
     worker_socket_dropins,
@@ -186,7 +187,7 @@ def _written_for(spec: AppSpec) -> list[str]:
         dropins = [d for i in instance_names(spec) for d in worker_socket_dropins(spec, i)]
     else:
         dropins = socket_dropins(spec)
-    return [f"{spec.name}-release@.service", *dropins, *boot_dropins(spec)]
+    return [release_template_name(spec), *dropins, *boot_dropins(spec)]
 
 
 def retire(name: str, *, purge: bool = False, places: Places = Places()) -> list[Path]:

@@ -46,9 +46,15 @@ def test_uninstall_after_deploys_removes_what_deploy_wrote(container: Container)
     container.run(["sed", "-i", "s/^workers = 2$/workers = 3/", "/etc/cpsysd/hello.toml"])
     assert _greetings(container, 30) == {"release-2"}
 
+    local = "/etc/systemd/system/hello@2.socket.d/local.conf"  # the user's: it stays
+    container.write_file(local, "[Socket]\nBacklog=2048\n")
     removed = container.run([*cpsysd, "uninstall", "hello"]).stdout
     assert "/etc/systemd/system/hello.target.d/cpsysd-release.conf" in removed
+    assert "/etc/systemd/system/hello@2.socket.d/cpsysd-release.conf" in removed
     assert "/etc/systemd/system/hello-release-r2@.service" in removed
+    assert container.run(["cat", local]).stdout == "[Socket]\nBacklog=2048\n"
+    container.run(["rm", "-r", "/etc/systemd/system/hello@2.socket.d"])
+    container.run(["systemctl", "daemon-reload"])
     assert _units(container) == ""
     assert container.run(["pgrep", "-f", "cpsysd serve"], check=False).returncode == 1
     assert _outside_releases(_snapshot(container)) == _outside_releases(before)
