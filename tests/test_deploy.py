@@ -47,8 +47,8 @@ def test_deploy_refuses_another_count_than_the_live_release(tmp_path: Path, work
     with pytest.raises(CpsysdError) as refused:
         deploy(_spec(workers), places=places)
     assert refused.value.message == (
-        f"app runs workers = 3 (release r1) and this release has workers = {workers}: "
-        "a deploy or rollback keeps the count; nothing was changed"
+        f"app runs workers = 3 (release r1) and this description has workers = {workers}: "
+        "deploy, rollback and install keep the count; nothing was changed"
     )
     assert refused.value.hint is not None
     assert "cpsysd uninstall app" in refused.value.hint
@@ -59,7 +59,7 @@ def test_deploy_refuses_another_count_than_the_live_release(tmp_path: Path, work
 def test_first_deploy_refuses_another_count_than_install_set_up(tmp_path: Path) -> None:
     places = _places(tmp_path)
     (places.state_dir / "app.toml").write_text(spec_to_toml(_spec(1)))
-    with pytest.raises(CpsysdError, match=r"workers = 1 \(cpsysd install\) and this release"):
+    with pytest.raises(CpsysdError, match=r"workers = 1 \(cpsysd install\) and this description"):
         deploy(_spec(3), places=places)
 
 

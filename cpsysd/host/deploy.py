@@ -109,11 +109,19 @@ def _check_same_workers(spec: AppSpec, state: LiveState, places: Places) -> None
     count = load_spec(serving).workers
     if count != spec.workers:
         raise CpsysdError(
-            f"{spec.name} runs workers = {count} ({what}) and this release has workers = "
-            f"{spec.workers}: a deploy or rollback keeps the count; nothing was changed",
+            f"{spec.name} runs workers = {count} ({what}) and this description has workers = "
+            f"{spec.workers}: deploy, rollback and install keep the count; nothing was changed",
             f"deploy with workers = {count}; to change it, cpsysd uninstall {spec.name}, then "
             "cpsysd install -c FILE with the new count (the app stops in between)",
         )
+
+
+def check_install_keeps_workers(spec: AppSpec, places: Places = Places()) -> None:
+    """For ``cpsysd install``: while a release is live its count stays. Installed with another
+    one, NAME.target would listen on sockets no live instance serves (or drop served ones)."""
+    state = read_state(places.releases_dir / spec.name)
+    if state.live is not None:
+        _check_same_workers(spec, state, places)
 
 
 def swap(spec: AppSpec, release_id: str, state: LiveState, places: Places, grace: float) -> str:

@@ -39,6 +39,7 @@ from cpsysd.description.load import AppSpec, TLSConfig
 from cpsysd.description.toml import spec_to_toml
 from cpsysd.errors import CpsysdError, InstallError
 from cpsysd.host import manifests
+from cpsysd.host.deploy import check_install_keeps_workers, retire
 from cpsysd.host.preflight import check_preflight
 from cpsysd.host.reach import check_reachable
 from cpsysd.host.run import run_command, systemctl, systemd_running
@@ -270,6 +271,7 @@ def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
 
     if target.root is None and not target.user:
         check_reachable(spec)  # a unit that could never start is refused before any write
+        check_install_keeps_workers(spec)
     if target.root is None and spec.tls is not None and spec.tls.acme is not None:
         _acme_placeholder(spec.tls, report)
     if target.root is None:
@@ -405,8 +407,6 @@ def uninstall(name: str, target: InstallTarget, purge_releases: bool = False) ->
         )
     live_manager = target.manager_reachable()
     if target.root is None and not target.user:  # deploy is root's, on the running system
-        from cpsysd.host.deploy import retire
-
         report.removed += [str(path) for path in retire(name, purge=purge_releases)]
     if live_manager:
         # "stop" names NAME.service, which a workers app has no file for: stopping a unit that

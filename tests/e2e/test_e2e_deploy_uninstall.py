@@ -2,7 +2,8 @@
 release units stop, the release templates and every ``cpsysd-release.conf`` drop-in go, and the
 releases stay on disk with none live, so that after ``cpsysd install`` a ``rollback`` brings the
 last live one back; ``uninstall --releases`` deletes them too and leaves the file system as it
-was before ``cpsysd install``. On the way, a deploy with another ``workers`` count is refused."""
+was before ``cpsysd install``. On the way, a deploy or an install with another ``workers`` count
+is refused."""
 
 from __future__ import annotations
 
@@ -42,7 +43,13 @@ def test_uninstall_after_deploys_removes_what_deploy_wrote(container: Container)
     refused = container.run(deploy, check=False, timeout=120)
     assert refused.returncode != 0
     assert refused.stderr.count("\n") == 1, refused.stderr
-    assert "hello runs workers = 3 (release r2) and this release has workers = 2" in refused.stderr
+    assert "hello runs workers = 3 (release r2) and this description has workers = 2" in (
+        refused.stderr
+    )
+    # install too: hello@3.socket would stop, or a 4th would listen with no release behind it.
+    reinstall = container.run(install, check=False)
+    assert reinstall.returncode != 0
+    assert "(release r2) and this description has workers = 2" in reinstall.stderr
     container.run(["sed", "-i", "s/^workers = 2$/workers = 3/", "/etc/cpsysd/hello.toml"])
     assert _greetings(container, 30) == {"release-2"}
 
