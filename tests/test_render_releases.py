@@ -15,6 +15,7 @@ from cpsysd.render.releases import (
     release_unit,
     release_worker_template_name,
     release_worker_unit,
+    render_boot_dropins,
     render_release_service,
     render_release_worker_service,
     render_socket_dropin,
@@ -135,5 +136,37 @@ def test_systemd_analyze_verifies_a_worker_release_instance(tmp_path: Path) -> N
         (units / dropin).write_text(render_socket_dropin(spec, "r4", "2"))
     argv = [str(units / name) for name in ("app-release-r4@2.service", "app@2.socket")]
     result = subprocess.run(["systemd-analyze", "verify", *argv], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout + result.stderr == ""
+
+
+def test_boot_dropins_skip_the_installed_units_and_want_the_live_release(tmp_path: Path) -> None:
+    single = render_boot_dropins(spec_of(), "r3")
+    assert list(single) == ["app.service.d/cpsysd-release.conf"]
+    assert ("ConditionPathExists", "!/") in directives(single["app.service.d/cpsysd-release.conf"])
+
+    spec = spec_of(workers=2, health_path="/health")
+    dropins = render_boot_dropins(spec, "r4")
+    assert list(dropins) == [
+        "app@.service.d/cpsysd-release.conf",
+        "app.target.d/cpsysd-release.conf",
+    ]
+    wants = directives(dropins["app.target.d/cpsysd-release.conf"])
+    assert wants == [("Wants", "app-release-r4@1.service"), ("Wants", "app-release-r4@2.service")]
+    # systemd-analyze loads the target with its drop-in and the release instances, silently.
+    releases = tmp_path / "releases"
+    _release_tree(releases, "app", "r4")
+    units = tmp_path / "units"
+    units.mkdir()
+    for name, text in render_units(spec, RenderOptions("/etc/cpsysd/app.toml")).items():
+        (units / name).write_text(text)
+    (units / "app-release-r4@.service").write_text(
+        render_release_worker_service(spec, "r4", PurePosixPath(releases))
+    )
+    for dropin, text in dropins.items():
+        (units / dropin).parent.mkdir()
+        (units / dropin).write_text(text)
+    argv = ["systemd-analyze", "verify", str(units / "app.target")]
+    result = subprocess.run(argv, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout + result.stderr == ""

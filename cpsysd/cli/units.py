@@ -182,12 +182,16 @@ def register(app: typer.Typer) -> None:
         vendor: bool = typer.Option(
             False, "--vendor", help="The units were installed with --vendor."
         ),
+        releases: bool = typer.Option(
+            False, "--releases", help="Also delete the releases cpsysd deploy kept."
+        ),
     ) -> None:
-        """Stop, disable and remove exactly what install wrote."""
+        """Stop, disable and remove exactly what install (and deploy) wrote."""
         from cpsysd.host.install import InstallTarget
         from cpsysd.host.install import uninstall as do_uninstall
 
-        _print_report(do_uninstall(name, InstallTarget(root=root, user=user, vendor=vendor)))
+        target = InstallTarget(root=root, user=user, vendor=vendor)
+        _print_report(do_uninstall(name, target, purge_releases=releases))
 
 
 def print_warnings(warnings: Sequence[str]) -> None:

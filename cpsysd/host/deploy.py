@@ -8,6 +8,8 @@ keeps serving and the error quotes the new release's journal.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +30,17 @@ from cpsysd.host.releases import (
 from cpsysd.host.run import systemctl, systemd_running
 from cpsysd.host.swap import remove_release_units
 from cpsysd.host.swap import swap as swap_units
-from cpsysd.render.common import SYSTEM_UNIT_DIR, socket_unit_name
-from cpsysd.render.releases import RELEASE_DESCRIPTION, RELEASES_DIR
+from cpsysd.render.common import SYSTEM_STATE_DIR, SYSTEM_UNIT_DIR, socket_unit_name
+from cpsysd.render.releases import (
+    DROPIN_NAME,
+    RELEASE_DESCRIPTION,
+    RELEASES_DIR,
+    boot_dropins,
+    release_template_name,
+    release_worker_template_name,
+    socket_dropins,
+    worker_socket_dropins,
+)
 from cpsysd.render.workers import socket_template_name
 
 GRACE_SEC = 3.0  # the new release must stay up this long before the old one is stopped
@@ -51,6 +62,7 @@ class Places:
 
     releases_dir: Path = Path(RELEASES_DIR)
     unit_dir: Path = Path(SYSTEM_UNIT_DIR)
+    state_dir: Path = Path(SYSTEM_STATE_DIR)  # where cpsysd install keeps NAME.toml
 
 
 def _check_worker_sockets(spec: AppSpec) -> None:
@@ -83,6 +95,35 @@ def _check_swappable(spec: AppSpec) -> None:
         )
 
 
+def _check_same_workers(spec: AppSpec, state: LiveState, places: Places) -> None:
+    """A release runs as many instances as the one it replaces: the swap pairs instance I of
+    both on I's socket, and the sockets and NAME.target are what ``cpsysd install`` set up for
+    the live count. More instances would have no socket, fewer would leave old ones serving."""
+    if state.live is not None:
+        serving = places.releases_dir / spec.name / state.live / RELEASE_DESCRIPTION
+        what = f"release {state.live}"
+    else:
+        serving, what = places.state_dir / f"{spec.name}.toml", "cpsysd install"
+    if not serving.is_file():
+        return  # not installed: _check_swappable names that
+    count = load_spec(serving).workers
+    if count != spec.workers:
+        raise CpsysdError(
+            f"{spec.name} runs workers = {count} ({what}) and this description has workers = "
+            f"{spec.workers}: deploy, rollback and install keep the count; nothing was changed",
+            f"deploy with workers = {count}; to change it, cpsysd uninstall {spec.name}, then "
+            "cpsysd install -c FILE with the new count (the app stops in between)",
+        )
+
+
+def check_install_keeps_workers(spec: AppSpec, places: Places = Places()) -> None:
+    """For ``cpsysd install``: while a release is live its count stays. Installed with another
+    one, NAME.target would listen on sockets no live instance serves (or drop served ones)."""
+    state = read_state(places.releases_dir / spec.name)
+    if state.live is not None:
+        _check_same_workers(spec, state, places)
+
+
 def swap(spec: AppSpec, release_id: str, state: LiveState, places: Places, grace: float) -> str:
     """Make ``release_id`` live in place of ``state.live``; returns what it replaced."""
     return swap_units(spec, state.live, release_id, grace=grace,
@@ -98,6 +139,8 @@ def _app_dir(name: str, places: Places) -> Path:
 def deploy(spec: AppSpec, *, grace: float = GRACE_SEC, keep: int = KEEP,
            places: Places = Places()) -> Swapped:  # fmt: skip
     """``cpsysd deploy``: build a release of ``spec``'s code and swap it in."""
+    # First: a new count would also fail the socket check, with a hint that no longer helps.
+    _check_same_workers(spec, read_state(places.releases_dir / spec.name), places)
     _check_swappable(spec)
     app_dir = _app_dir(spec.name, places)
     with deploy_lock(app_dir, spec.name):
@@ -131,6 +174,7 @@ def rollback(name: str, *, grace: float = GRACE_SEC, places: Places = Places()) 
                 f"list them with cpsysd releases {name}",
             )
         spec = load_spec(app_dir / state.previous / RELEASE_DESCRIPTION)
+        _check_same_workers(spec, state, places)
         _check_swappable(spec)
         replaced = swap(spec, state.previous, state, places, grace)
         write_state(app_dir, LiveState(state.previous, state.live, state.last_number))
@@ -143,3 +187,48 @@ def release_table(name: str, places: Places = Places()) -> list[tuple[str, str, 
     state = read_state(app_dir)
     marks = {state.live: "live", state.previous: "previous"}
     return [(r.id, r.created, r.source, marks.get(r.id, "")) for r in list_releases(app_dir)]
+
+
+def _written_for(spec: AppSpec) -> list[str]:
+    """The unit files and drop-ins deploys of ``spec`` write (relative to the unit directory)."""
+    if spec.workers > 1:
+        dropins = [d for i in instance_names(spec) for d in worker_socket_dropins(spec, i)]
+    else:
+        dropins = socket_dropins(spec)
+    return [release_template_name(spec), *dropins, *boot_dropins(spec)]
+
+
+def retire(name: str, *, purge: bool = False, places: Places = Places()) -> list[Path]:
+    """For ``cpsysd uninstall``: stop the release units and remove the files deploys wrote
+    (release templates, ``cpsysd-release.conf`` drop-ins; the user's drop-ins stay). The
+    releases stay on disk, none live (after ``cpsysd install``, ``cpsysd rollback`` brings the
+    last live one back), unless ``purge``. Returns the files removed."""
+    app_dir = places.releases_dir / name
+    if not app_dir.is_dir():
+        return []
+    with deploy_lock(app_dir, name):
+        state = read_state(app_dir)
+        ids = sorted({r.id for r in list_releases(app_dir)}
+                     | {rid for rid in (state.live, state.previous) if rid})  # fmt: skip
+        units = [f"{name}-release@*.service", *(f"{name}-release-{rid}@*.service" for rid in ids)]
+        systemctl("stop", *units, check=False)
+        paths = {release_worker_template_name(name, rid) for rid in ids}
+        sources = [places.state_dir / f"{name}.toml"]
+        if state.live:
+            sources.append(app_dir / state.live / RELEASE_DESCRIPTION)
+        for source in sources:
+            if source.is_file():
+                paths.update(_written_for(load_spec(source)))
+        removed = [places.unit_dir / p for p in sorted(paths) if (places.unit_dir / p).exists()]
+        for path in removed:
+            path.unlink()
+            if path.name == DROPIN_NAME and not any(path.parent.iterdir()):
+                path.parent.rmdir()  # only cpsysd's drop-in was there
+        systemctl("daemon-reload", check=False)
+        if purge:
+            shutil.rmtree(app_dir)
+            with contextlib.suppress(OSError):
+                places.releases_dir.rmdir()  # the last app's: deploy made it
+        else:
+            write_state(app_dir, LiveState(None, state.live or state.previous, state.last_number))
+    return removed

@@ -39,6 +39,7 @@ from cpsysd.description.load import AppSpec, TLSConfig
 from cpsysd.description.toml import spec_to_toml
 from cpsysd.errors import CpsysdError, InstallError
 from cpsysd.host import manifests
+from cpsysd.host.deploy import check_install_keeps_workers, retire
 from cpsysd.host.preflight import check_preflight
 from cpsysd.host.reach import check_reachable
 from cpsysd.host.run import run_command, systemctl, systemd_running
@@ -270,6 +271,7 @@ def install(spec: AppSpec, target: InstallTarget) -> InstallReport:
 
     if target.root is None and not target.user:
         check_reachable(spec)  # a unit that could never start is refused before any write
+        check_install_keeps_workers(spec)
     if target.root is None and spec.tls is not None and spec.tls.acme is not None:
         _acme_placeholder(spec.tls, report)
     if target.root is None:
@@ -382,8 +384,14 @@ def _prune_empty(target: InstallTarget) -> None:
                 break
 
 
-def uninstall(name: str, target: InstallTarget) -> InstallReport:
-    """Stop, disable and remove exactly what :func:`install` wrote for ``name``."""
+def _loaded(unit: str, user: bool) -> bool:
+    return systemctl("show", "-P", "LoadState", unit, user=user).stdout.strip() == "loaded"
+
+
+def uninstall(name: str, target: InstallTarget, purge_releases: bool = False) -> InstallReport:
+    """Stop, disable and remove exactly what :func:`install` wrote for ``name``, and what
+    ``cpsysd deploy`` wrote (:func:`cpsysd.host.deploy.retire`; its releases with
+    ``purge_releases``)."""
     report = InstallReport()
     try:
         escape.check_unit_stem(name)
@@ -398,9 +406,13 @@ def uninstall(name: str, target: InstallTarget) -> InstallReport:
             "check the name, --user and --root",
         )
     live_manager = target.manager_reachable()
+    if target.root is None and not target.user:  # deploy is root's, on the running system
+        report.removed += [str(path) for path in retire(name, purge=purge_releases)]
     if live_manager:
-        units = [*old.get("enable", []), *old.get("stop", [])]
-        systemctl("disable", "--now", *units, user=target.user)
+        # "stop" names NAME.service, which a workers app has no file for: stopping a unit that
+        # is not loaded fails, and would fail the whole uninstall.
+        stop = [unit for unit in old.get("stop", []) if _loaded(unit, target.user)]
+        systemctl("disable", "--now", *old.get("enable", []), *stop, user=target.user)
     removes = []
     for live, digest in old["files"].items():
         disk = target.on_disk(PurePosixPath(live))

@@ -20,6 +20,10 @@ instance by instance: while instance I swaps, OLD and NEW of I both accept on I'
 other instances serve as before, so capacity never drops below N (the issue asks N-1). When
 instance I fails, the instances already swapped are swapped back, last first, the same way, so
 the app is never left with two releases live.
+
+Once every slot swapped, the boot drop-ins (:func:`cpsysd.render.releases.render_boot_dropins`)
+name the new release, so that boot and ``systemctl start|restart NAME.target`` start it and never
+the units of ``cpsysd install``. They change last: until then the old release is the live one.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from cpsysd.render.releases import (
     release_unit,
     release_worker_template_name,
     release_worker_unit,
+    render_boot_dropins,
     render_release_service,
     render_release_worker_service,
     render_socket_dropin,
@@ -126,6 +131,15 @@ def _point_sockets(spec: AppSpec, release_id: str, instance: str | None, unit_di
     systemctl("daemon-reload")
 
 
+def point_boot(spec: AppSpec, release_id: str, unit_dir: Path) -> None:
+    """Write the boot drop-ins for live release ``release_id`` (the module docstring)."""
+    for dropin, text in render_boot_dropins(spec, release_id).items():
+        path = unit_dir / dropin
+        fsutil.make_directories(path.parent)
+        fsutil.atomic_write(path, text.encode())
+    systemctl("daemon-reload")
+
+
 def start_gated(spec: AppSpec, release_id: str, slot: Slot, grace: float) -> None:
     """Steps 1 and 2 of the module docstring; on failure the new unit is stopped and this
     raises."""
@@ -192,4 +206,5 @@ def swap(
         for slot in reversed(done):
             _swap_back(spec, old_id, slot, unit_dir)
         raise
+    point_boot(spec, new_id, unit_dir)
     return todo[0].old_unit if len(todo) == 1 else f"{todo[0].old_unit} .. {todo[-1].old_unit}"

@@ -18,6 +18,14 @@ release cannot be one instance of one template: release ``ID`` gets a template o
 ``NAME@I.socket.d/cpsysd-release.conf`` points each instance's socket at its live release. The
 deploy swaps instance by instance, so every socket keeps listening and at most one instance is
 between releases at a time.
+
+What systemd starts by itself must be the live release too (:func:`render_boot_dropins`): boot and
+``systemctl start|restart NAME.target`` start what the target wants, and ``NAME.target`` (which
+``cpsysd install`` wrote, and which cpsysd leaves as written) wants ``NAME@I.service``. A
+dependency cannot be taken back in a drop-in (systemd.unit(5): they can only be added), so once a
+release is live a drop-in on the units of ``cpsysd install`` makes them skip every start (a
+failing condition is not an error to what wants them), and a drop-in on the target wants the live
+release's instances instead.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from cpsysd import escape
+from cpsysd.description.instances import instance_names
 from cpsysd.description.model import AppSpec
 from cpsysd.render.common import (
     MARKER,
@@ -33,7 +42,12 @@ from cpsysd.render.common import (
     service_context,
     socket_unit_name,
 )
-from cpsysd.render.workers import render_instance_service, socket_template_name
+from cpsysd.render.workers import (
+    render_instance_service,
+    service_template_name,
+    socket_template_name,
+    target_name,
+)
 
 RELEASES_DIR = PurePosixPath("/var/lib/cpsysd/releases")
 DROPIN_NAME = "cpsysd-release.conf"
@@ -131,3 +145,35 @@ def render_socket_dropin(spec: AppSpec, release_id: str, instance: str | None = 
         "# cpsysd deploy points the socket at the live release; cpsysd rollback too.\n"
         f"[Socket]\nService={unit}\n"
     )
+
+
+def render_boot_dropins(spec: AppSpec, release_id: str) -> dict[str, str]:
+    """Drop-in path (relative to the unit directory) -> text, written once ``release_id`` is
+    live (see the module docstring): ``NAME.service.d/`` or ``NAME@.service.d/`` with a
+    condition that is never met, and with workers ``NAME.target.d/`` wanting the release's
+    instances. The names are cpsysd's own (:data:`DROPIN_NAME`); a user's drop-ins stay."""
+    installed = service_template_name(spec) if spec.workers > 1 else f"{spec.name}.service"
+    skip = (
+        f"# {MARKER}\n"
+        f"# Release {release_id} is live: its units serve {spec.name}. This unit of cpsysd\n"
+        "# install runs the code in working_directory, so it skips every start (boot, a\n"
+        '# target, by hand): "/" always exists. cpsysd uninstall removes this drop-in.\n'
+        "[Unit]\nConditionPathExists=!/\n"
+    )
+    dropins = {f"{installed}.d/{DROPIN_NAME}": skip}
+    if spec.workers > 1:
+        wants = "".join(
+            f"Wants={release_worker_unit(spec.name, release_id, instance)}\n"
+            for instance in instance_names(spec)
+        )
+        dropins[f"{target_name(spec)}.d/{DROPIN_NAME}"] = (
+            f"# {MARKER}\n"
+            f"# Boot and systemctl start|restart {target_name(spec)} start the live release.\n"
+            f"[Unit]\n{wants}"
+        )
+    return dropins
+
+
+def boot_dropins(spec: AppSpec) -> list[str]:
+    """The paths :func:`render_boot_dropins` writes, whichever release is live."""
+    return list(render_boot_dropins(spec, "r0"))
