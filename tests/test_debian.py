@@ -16,7 +16,12 @@ import pytest
 
 from cpsysd.description.load import load_spec
 from cpsysd.errors import CpsysdError, SpecError
-from cpsysd.render.releases import release_template_name, render_socket_dropin, socket_dropins
+from cpsysd.render.releases import (
+    boot_dropins,
+    release_template_name,
+    render_socket_dropin,
+    socket_dropins,
+)
 from cpsysd.targets.debian import GENERATED, DebianOptions, render_debian, write_debian
 
 REPO = Path(__file__).resolve().parent.parent
@@ -432,6 +437,7 @@ def test_remove_takes_what_deploy_made_and_nothing_else(tmp_path: Path) -> None:
         etc / release_template_name(spec),
         etc / "hello-release-r2@.service",  # a worker release's own template
         *(etc / dropin for dropin in socket_dropins(spec)),
+        *(etc / dropin for dropin in boot_dropins(spec)),  # hello.service.d/: skip the old code
     ]
     for path in made:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -448,4 +454,5 @@ def test_remove_takes_what_deploy_made_and_nothing_else(tmp_path: Path) -> None:
     assert [path for path in made if path.exists()] == []
     assert not (pkg.root / "var/lib/cpsysd/releases").exists()
     assert not (etc / "hello-https.socket.d").exists()  # emptied, so removed
+    assert not (etc / "hello.service.d").exists()
     assert all(path.exists() for path in admins)

@@ -36,6 +36,7 @@ from cpsysd.render.common import (
 )
 from cpsysd.render.releases import (
     RELEASES_DIR,
+    boot_dropins,
     release_template_name,
     socket_dropins,
     worker_socket_dropins,
@@ -169,6 +170,7 @@ def _release_context(spec: AppSpec) -> dict[str, object]:
         dropins = [d for i in instance_names(spec) for d in worker_socket_dropins(spec, i)]
     else:
         dropins = socket_dropins(spec)
+    dropins = [*dropins, *boot_dropins(spec)]  # NAME.service.d/, NAME.target.d/ of a live release
     worker_prefix = f"{spec.name}-release-"
     return {
         "release_units": [
