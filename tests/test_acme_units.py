@@ -79,7 +79,8 @@ def test_renewal_units_reach_the_ca_and_keep_the_answers(tmp_path: Path) -> None
     assert ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6") in service
     assert ("PrivateNetwork", "yes") not in service
     assert ("IPAddressDeny", "any") not in service
-    assert ("RuntimeDirectory", "cpsysd/acme/app") in service
+    # The answers, and the failure record the app puts in its STATUS=.
+    assert ("RuntimeDirectory", "cpsysd/acme/app cpsysd/acme-status/app") in service
     assert ("RuntimeDirectoryMode", "0755") in service
     assert ("RuntimeDirectoryPreserve", "yes") in service
     assert ("ReadWritePaths", "/etc/cpsysd/tls") in service  # key, certificate, account key
@@ -98,7 +99,7 @@ def test_a_custom_challenge_directory_is_writable_for_the_job() -> None:
     spec = spec_of(acme_challenge_dir="/srv/acme")
     service = directives(render_units(spec, OPTIONS)["app-cert-renew.service"])
     assert ("ReadWritePaths", "/srv/acme") in service
-    assert not [key for key, _ in service if key.startswith("RuntimeDirectory")]
+    assert ("RuntimeDirectory", "cpsysd/acme-status/app") in service  # the failure record only
 
 
 def test_backoff_doubles_to_a_day_and_honours_retry_after() -> None:

@@ -212,6 +212,10 @@ TLS_FIELDS = (
     Field("acme_challenge_dir", "string", "where the renewal job writes http-01 responses; none: "
           "`/run/cpsysd/acme/NAME`", "http-01 responses", None, "/run/cpsysd/acme/APP", False,
           path="directory", base="workdir"),
+    Field("acme_status_dir", "string", "where the renewal job records why renewals fail "
+          "(`failure`, shown in the app's STATUS=); none: `/run/cpsysd/acme-status/NAME`",
+          "renewal failure record", None, "/run/cpsysd/acme-status/APP", False,
+          path="directory", base="workdir"),
 )  # fmt: skip
 
 NGINX_FIELDS = (

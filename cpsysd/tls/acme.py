@@ -154,8 +154,32 @@ def _reason(err: BaseException) -> str:
     return text[:300]
 
 
-def _write_challenges(order: AcmeOrder, orderr: Any, account_jwk: Any) -> list[tuple[Any, Any]]:
-    """Write every pending http-01 answer; returns ``(challenge body, response)`` pairs."""
+def sweep_challenge_answers(challenge_dir: Path) -> list[str]:
+    """Remove the answers (and their staging files) a killed job left in ``challenge_dir``:
+    one job runs at a time, so none belongs to a live order. Returns the names removed."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(challenge_dir):
+            # A token is base64url (RFC 8555 section 8.1); fsutil stages it as .TOKEN + suffix.
+            name = entry.name
+            if name.startswith(".") and name.endswith(fsutil.TEMP_SUFFIX):
+                name = name[1 : -len(fsutil.TEMP_SUFFIX)]
+            if entry.is_file(follow_symlinks=False) and name and _is_token(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                removed.append(entry.name)
+    return removed
+
+
+def _is_token(name: str) -> bool:
+    return all(c.isascii() and (c.isalnum() or c in "-_") for c in name)
+
+
+def _write_challenges(
+    order: AcmeOrder, orderr: Any, account_jwk: Any, written: list[Path]
+) -> list[tuple[Any, Any]]:
+    """Write every pending http-01 answer, each path into ``written`` (removed after the order,
+    also when a later name fails here); returns ``(challenge body, response)`` pairs."""
     from acme import challenges
 
     answers = []
@@ -168,6 +192,7 @@ def _write_challenges(order: AcmeOrder, orderr: Any, account_jwk: Any) -> list[t
                 response, validation = challb.chall.response_and_validation(account_jwk)
                 token = challb.chall.encode("token")
                 fsutil.make_directories(order.challenge_dir, 0o755)
+                written.append(order.challenge_dir / token)
                 fsutil.atomic_write(order.challenge_dir / token, validation.encode(), 0o644)
                 answers.append((challb, response))
                 break
@@ -197,8 +222,7 @@ def obtain_certificate(order: AcmeOrder, key_type: KeyType = KeyType.EC_P256) ->
         acme_client, net = _client(order, account)
         csr = crypto_util.make_csr(key.pem().bytes(), list(order.hosts))
         orderr = acme_client.new_order(csr)
-        answers = _write_challenges(order, orderr, acme_client.net.key)
-        written = [order.challenge_dir / challb.chall.encode("token") for challb, _ in answers]
+        answers = _write_challenges(order, orderr, acme_client.net.key, written)
         for challb, response in answers:
             acme_client.answer_challenge(challb, response)
         deadline = datetime.datetime.now() + datetime.timedelta(seconds=ORDER_TIMEOUT)
