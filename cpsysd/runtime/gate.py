@@ -173,8 +173,8 @@ class GatedConnections(BackoffConnections):
         closed unanswered: its client connected before the stop and is owed an answer (an idle
         stop races new clients by design). A TLS connection still in its handshake is owed one
         too: under TLS 1.3 the client sends its request right after its Finished, before we
-        read that, so closing it here loses a request the client already sent (seen: 2 of
-        about 2,500 looping HTTPS requests across a restart). Its handshake is finished here,
+        read that, so closing it here loses a request the client already sent (seen: 1 or 2 of
+        about 8,000 looping HTTPS requests across one restart). Its handshake is finished here,
         bounded by :data:`STOP_HANDSHAKE_TIMEOUT`. Idle kept-alive connections are closed as
         cheroot does."""
         for fd, conn in list(self._selector.connections):
