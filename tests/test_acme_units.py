@@ -152,3 +152,29 @@ def test_the_runtime_answers_challenges_before_the_app(tmp_path: Path) -> None:
         assert get("/anything") == ("200", "the app\n")
     finally:
         server.stop()
+
+
+def test_the_failure_record_keeps_the_first_failure_and_goes_on_success(tmp_path: Path) -> None:
+    from cpsysd.host.acmerenew import _clear_failure, _record_failure, read_retry
+
+    spec = spec_of(
+        cert=str(tmp_path / "cert.pem"),
+        key=str(tmp_path / "key.pem"),
+        acme_status_dir=str(tmp_path / "status"),
+    )
+    assert spec.acme_failure_path == str(tmp_path / "status" / "failure")
+    assert spec_of().acme_failure_path == "/run/cpsysd/acme-status/app/failure"
+    first = datetime.datetime(2026, 1, 1, 10, 0, tzinfo=datetime.UTC)
+    later = first + datetime.timedelta(hours=1)
+    _record_failure(spec, 1, later, "cannot reach\nthe CA", first)
+    _record_failure(spec, 2, later, "the CA could not validate app.test", later)
+    record = tmp_path / "status" / "failure"
+    assert record.read_text() == (
+        "certificate renewal failing since 2026-01-01 10:00 UTC: "
+        "the CA could not validate app.test\n"
+    )
+    assert spec.tls is not None
+    assert read_retry(spec.tls)[0] == 2
+    _clear_failure(spec)
+    assert not record.exists()
+    assert read_retry(spec.tls)[0] == 0
