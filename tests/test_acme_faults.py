@@ -181,6 +181,8 @@ def test_renewal_killed_at_every_step(tmp_path: Path, pebble: Pebble) -> None:
             _verify_against_pebble(pebble, tls / "cert.pem")
             left = [p.name for p in tls.glob(".*")]
             assert not left, f"{syscall} #{n}: staging files stayed: {left}"
+            answers = [p.name for p in challenges.iterdir()]
+            assert not answers, f"{syscall} #{n}: the killed job's answers stayed: {answers}"
         assert torn >= 1  # the kill between the key's and the certificate's rename
     finally:
         proc.stop()

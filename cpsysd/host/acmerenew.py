@@ -20,12 +20,13 @@ reported in one line, and are retried with a backoff kept beside the certificate
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cpsysd.errors import TLSError
+from cpsysd.errors import CpsysdError, TLSError
 
 if TYPE_CHECKING:
     from cpsysd.description.model import AppSpec, TLSConfig
@@ -93,9 +94,11 @@ def _record_failure(
     fsutil.atomic_write(retry_path(spec.tls), json.dumps(state).encode() + b"\n", 0o600)
     if spec.acme_failure_path is not None:
         record = Path(spec.acme_failure_path)
-        fsutil.make_directories(record.parent, 0o755)
         line = f"certificate renewal failing since {since:%Y-%m-%d %H:%M} UTC: {error}"
-        fsutil.atomic_write(record, " ".join(line.split()).encode() + b"\n", 0o644)
+        # Best effort: the CA's error is what the job reports, not a second one about this.
+        with contextlib.suppress(CpsysdError):
+            fsutil.make_directories(record.parent, 0o755)
+            fsutil.atomic_write(record, " ".join(line.split()).encode() + b"\n", 0o644)
 
 
 def _clear_failure(spec: AppSpec) -> None:
