@@ -4,8 +4,11 @@ The renewal job (root, :mod:`cpsysd.host.acmerenew`) keeps the old certificate w
 fails it, and writes one line saying why to ``/run/cpsysd/acme-status/NAME/failure`` (world-
 readable, like the STATUS= text it becomes; removed when a renewal succeeds). The job cannot
 send the STATUS= itself: with ``NotifyAccess=main`` systemd takes notifications from the main
-PID only, and a capability-less job cannot forge another PID's credentials (sd_notify(3),
-``systemd-notify --pid=``). So the service reads the record: at start, at reload, and every
+PID only, and ``systemd-notify --pid=MAINPID`` claims another PID only with CAP_SYS_ADMIN
+(unix(7) SCM_CREDENTIALS). Seen under the harness's systemd 252: from a root job with
+``CapabilityBoundingSet=`` (like ours) systemd files the message under the job's own PID and
+drops it; with CAP_SYS_ADMIN it lands, a capability the job should not get for this. So the
+service reads the record: at start, at reload, and every
 :data:`POLL_SECONDS` from a thread of its own, which costs one ``stat()`` when nothing changed.
 """
 
