@@ -351,12 +351,22 @@ class Row:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Chart:
+    """One panel of the chart report.py draws: side-by-side figures in one unit."""
+
+    title: str
+    unit: str  # "x" for ratios (drawn with a line at 1.0), else e.g. "req/s", "MiB", "ms"
+    bars: tuple[tuple[str, float], ...]
+
+
 @dataclass
 class Section:
     title: str
     rows: list[Row] = field(default_factory=list)
     details: list[str] = field(default_factory=list)  # markdown paragraphs
     headline: list[str] = field(default_factory=list)
+    charts: list[Chart] = field(default_factory=list)  # drawn into the results' SVG
 
     def row(self, what: str, value: str, ratio: str = "", spread: str = "", note: str = "") -> None:
         self.rows.append(Row(self.title, what, value, ratio, spread, note))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchlib import COMMANDS, PYTHON, ROOT, Section
+from chart import draw, panels
 from config import Config
 
 
@@ -100,6 +101,11 @@ def write_results(
     lines += [f"- {item}" for section in sections for item in section.headline]
     if failed:
         lines += ["", f"Sections that failed in this run: {', '.join(failed)}."]
+    charts = panels(sections)
+    if charts:
+        # Next to the results file, so the relative link works wherever -o puts it.
+        path.with_suffix(".svg").write_text(draw(charts))
+        lines += ["", f"![the side-by-side figures of this run]({path.with_suffix('.svg').name})"]
     lines += ["", "## Results", "", "| Section | Measure | Value | Ratio | Spread | Note |"]
     lines += ["|---|---|---|---|---|---|"]
     for section in sections:

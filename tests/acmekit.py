@@ -58,11 +58,14 @@ def wait_directory(url: str, ca_bundle: Path, proc: Proc, timeout: float = 20) -
 
 
 @contextlib.contextmanager
-def running_pebble(workdir: Path) -> Iterator[Pebble]:
+def running_pebble(workdir: Path, tls_port: int | None = None) -> Iterator[Pebble]:
+    """Pebble and its DNS server; ``tls_port``: where its VA sends tls-alpn-01 handshakes (the
+    app's https listener; a free port otherwise)."""
     workdir.mkdir(parents=True, exist_ok=True)
     cert, key = workdir / "pebble-https.pem", workdir / "pebble-https.key"
     certfiles.make_self_signed(cert, key, ["127.0.0.1", "localhost"], KeyType.EC_P256, 2)
-    acme_port, management_port, dns_port, dns_management, http_port, tls_port = free_ports(6)
+    acme_port, management_port, dns_port, dns_management, http_port, free_tls = free_ports(6)
+    tls_port = tls_port or free_tls
     config = {
         "pebble": {
             "listenAddress": f"127.0.0.1:{acme_port}",

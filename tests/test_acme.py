@@ -233,10 +233,13 @@ def test_leftover_answers_of_a_killed_job_are_swept_at_the_next_run(
     (challenges / "dGhlLXRva2VuLW9mLWEtZGVhZC1vcmRlcg").write_text("token.thumbprint")
     (challenges / ".Zm9v_LWJhcg.cpsysd-tmp").write_text("token.thumbprint")
     (challenges / "README.txt").write_text("not an answer: kept")
+    (challenges / "tls-alpn-01").mkdir()  # and a tls-alpn-01 answer (its name is the host)
+    (challenges / "tls-alpn-01" / HOST).write_text("token.thumbprint")
     done = _renew(description)
     assert done.returncode == 0, done.stderr
     assert "not due" in done.stdout
-    assert sorted(p.name for p in challenges.iterdir()) == ["README.txt"]
+    assert sorted(p.name for p in challenges.iterdir()) == ["README.txt", "tls-alpn-01"]
+    assert not list((challenges / "tls-alpn-01").iterdir())
 
 
 def test_answers_written_before_a_refused_name_are_removed(tmp_path: Path, pebble: Pebble) -> None:

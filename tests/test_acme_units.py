@@ -53,7 +53,8 @@ def test_named_cas_and_defaults() -> None:
         (None, {"hosts": []}, "tls.hosts", "the CA needs the names"),
         (None, {"hosts": ["10.0.0.1"]}, "tls.hosts[0]", "ACME certifies DNS names here"),
         (None, {"ca_dir": "/etc/cpsysd/ca"}, "tls.ca_dir", "two sources of the certificate"),
-        (None, {"acme_challenge": "tls-alpn-01"}, "tls.acme_challenge", "not implemented yet"),
+        (["80"], {"acme_challenge": "tls-alpn-01"}, "tls.acme_challenge", "needs an https list"),
+        (["80", "8443=https"], {"acme_challenge": "tls-alpn-01"}, "tls.acme_challenge", "port 443"),
         (None, {"acme_challenge": "dns-01"}, "tls.acme_challenge", "not one of http-01, tls-alpn"),
         (["443=https"], {}, "tls.acme_challenge", "needs a plain HTTP listener"),
         (None, {"acme": None, "acme_email": "a@b.org"}, "tls.acme_email", "needs acme"),
@@ -69,6 +70,23 @@ def test_bad_acme_settings_name_the_field(
     assert caught.value.field == field
     assert says in caught.value.message
     assert caught.value.hint or "not one of" in says  # the choices are the fix
+
+
+def test_tls_alpn_01_on_the_https_listener_only() -> None:
+    spec = spec_of(["443=https"], acme_challenge="tls-alpn-01")  # no plain listener needed
+    assert spec.acme_challenge_dir == "/run/cpsysd/acme/app"
+    # a private CA (pebble's tlsPort) may validate another port; Let's Encrypt cannot
+    private = spec_of(["8443=https"], acme_challenge="tls-alpn-01", acme="https://ca.test/dir")
+    assert private.tls is not None
+    assert private.tls.acme == "https://ca.test/dir"
+    base = {"name": "app", "entry": "app:Root", "python": sys.executable}
+    nginx = {"server_name": ["app.example.org"]}
+    tls = {**ACME, "acme_challenge": "tls-alpn-01"}
+    with pytest.raises(SpecError) as caught:
+        parse_spec({**base, "listen": ["443=https"], "tls": tls, "nginx": nginx}, "/srv")
+    assert caught.value.field == "tls.acme_challenge"
+    assert "nginx terminates TLS" in caught.value.message
+    assert "http-01" in (caught.value.hint or "")
 
 
 def test_renewal_units_reach_the_ca_and_keep_the_answers(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from cpsysd.description.load import load_spec
 from cpsysd.errors import CpsysdError, SpecError
+from cpsysd.render.releases import release_template_name, render_socket_dropin, socket_dropins
 from cpsysd.targets.debian import GENERATED, DebianOptions, render_debian, write_debian
 
 REPO = Path(__file__).resolve().parent.parent
@@ -114,20 +115,22 @@ def test_follows_dh_installsystemd(
 def test_start_is_guarded_like_dh(example_scripts: dict[str, str]) -> None:
     postinst = _commands(example_scripts["cpsysd-hello.postinst"])
     guard = 'if [ -z "${DPKG_ROOT:-}" ] && [ -d /run/systemd/system ]; then'
-    start = "deb-systemd-invoke $_dh_action hello.socket hello-https.socket >/dev/null || true"
+    start = "deb-systemd-invoke start hello.socket hello-https.socket >/dev/null || true"
+    # Started on first install only; an upgrade (or cpsysd's trigger) never restarts the
+    # sockets, it deploys the installed code as a release behind them (health-gated).
+    deploy = "if ! _cpsysd_out=$(cpsysd deploy -c /etc/cpsysd/hello.toml 2>&1 >/dev/null); then"
     assert _appears_in_order(
         [
             guard,
             "systemctl --system daemon-reload >/dev/null || true",
-            'if [ -n "$2" ]; then',
-            "_dh_action=restart",
-            "else",
-            "_dh_action=start",
-            "fi",
+            'if [ -z "$2" ]; then',
             start,
+            "fi",
+            deploy,
         ],
         postinst,
     )
+    assert "restart" not in " ".join(line for line in postinst if not line.startswith("#"))
     # Every systemctl or deb-systemd-invoke call sits inside an `if` on /run/systemd/system
     # (sd_booted(3)) and an unset DPKG_ROOT.
     for name, text in example_scripts.items():
@@ -416,3 +419,33 @@ def test_other_unit_sets_install_and_purge_cleanly(
     pkg.ok("postrm", "remove")
     pkg.ok("postrm", "purge")
     assert _snapshot(pkg.root) == before
+
+
+def test_remove_takes_what_deploy_made_and_nothing_else(tmp_path: Path) -> None:
+    """The postinst deploys releases; postrm remove takes away their units, the sockets' drop-ins
+    naming the live release and the releases, but not an admin's own drop-in or unit."""
+    pkg = Package(tmp_path)
+    pkg.ok("postinst", "configure", "")
+    spec = load_spec(EXAMPLE_TOML)
+    etc = pkg.root / "etc/systemd/system"
+    made = [
+        etc / release_template_name(spec),
+        etc / "hello-release-r2@.service",  # a worker release's own template
+        *(etc / dropin for dropin in socket_dropins(spec)),
+    ]
+    for path in made:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_socket_dropin(spec, "r2"))  # any text with cpsysd's marker
+    release = pkg.root / "var/lib/cpsysd/releases/hello/r2/app"
+    release.mkdir(parents=True)
+    (release / "hello.py").write_text("")
+    admins = [etc / "hello.socket.d/override.conf", etc / "hello-release-mine@.service"]
+    for path in admins:
+        path.write_text("[Unit]\n")
+
+    pkg.ok("prerm", "remove")
+    pkg.ok("postrm", "remove", cpsysd=False)
+    assert [path for path in made if path.exists()] == []
+    assert not (pkg.root / "var/lib/cpsysd/releases").exists()
+    assert not (etc / "hello-https.socket.d").exists()  # emptied, so removed
+    assert all(path.exists() for path in admins)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from cpsysd.description.load import AppSpec, TLSConfig, parse_spec
+import pytest
+
+from cpsysd.description.load import AppSpec, TLSConfig, load_spec, parse_spec
+from cpsysd.errors import CpsysdError, SpecError
+from cpsysd.harness.trydemos import check_demos
 from cpsysd.harness.trying import _Files, container_spec, journal_cause
 
 
@@ -69,3 +73,29 @@ def test_journal_cause_prefers_cpsysds_own_error_line() -> None:
 
 def test_journal_cause_without_one_is_none() -> None:
     assert journal_cause(JOURNAL[:2]) is None
+
+
+def _described(directory: Path, name: str, extra: str = "") -> Path:
+    directory.mkdir()
+    (directory / "app.py").write_text("")
+    description = directory / "cpsysd.toml"
+    description.write_text(f'name = "{name}"\nentry = "app:Root"\nlisten = ["8080"]\n{extra}')
+    return description
+
+
+def test_try_options_are_checked_before_anything_boots(tmp_path: Path) -> None:
+    """--show-idle needs idle_stop_sec; --deploy takes a directory, or a description of the same
+    app (returned, to be rewritten for the container); anything else is one error."""
+    spec = load_spec(_described(tmp_path / "v1", "app"))
+    with pytest.raises(SpecError, match="idle_stop_sec: is not set, so --show-idle"):
+        check_demos(spec, None, show_idle=True)
+    assert check_demos(spec, tmp_path / "v1", show_idle=False) is None  # a directory
+    second = check_demos(spec, _described(tmp_path / "v2", "app"), show_idle=False)
+    assert second is not None
+    assert second.working_directory == str(tmp_path / "v2")
+    with pytest.raises(CpsysdError, match="describes the app 'other', not 'app'"):
+        check_demos(spec, _described(tmp_path / "v3", "other"), show_idle=False)
+    with pytest.raises(CpsysdError, match="does not exist"):
+        check_demos(spec, tmp_path / "missing", show_idle=False)
+    idle = load_spec(_described(tmp_path / "v4", "app", "idle_stop_sec = 5\n"))
+    assert check_demos(idle, None, show_idle=True) is None

@@ -76,15 +76,41 @@ def check_acme_rules(spec: AppSpec) -> None:
                 "list the site's DNS names",
             )
     if tls.acme_challenge is AcmeChallenge.TLS_ALPN_01:
-        raise SpecError(
-            "tls.acme_challenge",
-            "tls-alpn-01 is not implemented yet",
-            'use acme_challenge = "http-01" (answered on the app\'s plain listener)',
-        )
+        _check_tls_alpn(spec)
+        return
     plain = [listener for listener in spec.listeners if not listener.tls and not listener.is_unix]
     if not plain and spec.nginx is None:
         raise SpecError(
             "tls.acme_challenge",
             "http-01 needs a plain HTTP listener (the CA fetches http://NAME/.well-known/...)",
             'add listen = ["80", "443=https"], or an [nginx] site on port 80',
+        )
+
+
+def _check_tls_alpn(spec: AppSpec) -> None:
+    """tls-alpn-01 (RFC 8737) is answered in the runtime's TLS handshake, so the CA must reach
+    the runtime's own TLS listener: never through nginx, which terminates TLS itself."""
+    if spec.nginx is not None:
+        raise SpecError(
+            "tls.acme_challenge",
+            "tls-alpn-01 cannot pass [nginx]: nginx terminates TLS, the app never sees the "
+            "CA's handshake",
+            'use acme_challenge = "http-01" (the nginx site serves its answers)',
+        )
+    https = [listener for listener in spec.listeners if listener.tls and not listener.is_unix]
+    if not https:
+        raise SpecError(
+            "tls.acme_challenge",
+            "tls-alpn-01 needs an https listener (the CA connects to NAME:443 over TLS)",
+            'add listen = ["443=https"], or use acme_challenge = "http-01"',
+        )
+    tls = spec.tls
+    public_ca = tls is not None and tls.acme in DIRECTORIES.values()
+    if public_ca and not any(listener.port == 443 for listener in https):
+        # RFC 8737 section 3: the validation connects to port 443; a private CA (pebble's
+        # tlsPort) may be told otherwise, a public one cannot
+        raise SpecError(
+            "tls.acme_challenge",
+            "tls-alpn-01 needs the https listener on port 443 (the CA connects to NAME:443)",
+            'listen on "443=https", or use acme_challenge = "http-01"',
         )

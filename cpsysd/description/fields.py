@@ -201,7 +201,8 @@ TLS_FIELDS = (
     Field("acme_email", "string", "the ACME account's contact (expiry notices)",
           "ACME account contact", None, "ops@example.org", False, check=_plain(acme.check_email)),
     Field("acme_challenge", "string", "`http-01`: answered on the plain `http` listener (or "
-          "nginx) from `acme_challenge_dir`, before the app sees the request",
+          "nginx) from `acme_challenge_dir`, before the app sees the request; `tls-alpn-01`: "
+          "answered in the TLS handshake of the `https` listener (port 443; not behind nginx)",
           "how the CA checks the names", "http-01", None, False, choices=AcmeChallenge),
     Field("acme_ca_bundle", "string", "CA file trusted for the ACME server's own HTTPS (a "
           "private CA such as pebble); none: the system's", "trust for a private ACME server",
@@ -209,8 +210,9 @@ TLS_FIELDS = (
     Field("acme_account_key", "string", "the ACME account key (root's, 0600, never given to "
           "the app); none: `acme-account.pem` beside `key`", "ACME account key (0600)", None,
           "/etc/cpsysd/tls/acme-account.pem", False, path="file", base="workdir"),
-    Field("acme_challenge_dir", "string", "where the renewal job writes http-01 responses; none: "
-          "`/run/cpsysd/acme/NAME`", "http-01 responses", None, "/run/cpsysd/acme/APP", False,
+    Field("acme_challenge_dir", "string", "where the renewal job writes challenge responses; "
+          "none: `/run/cpsysd/acme/NAME`", "ACME challenge responses", None,
+          "/run/cpsysd/acme/APP", False,
           path="directory", base="workdir"),
     Field("acme_status_dir", "string", "where the renewal job records why renewals fail "
           "(`failure`, shown in the app's STATUS=); none: `/run/cpsysd/acme-status/NAME`",

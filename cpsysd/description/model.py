@@ -173,9 +173,10 @@ class AppSpec:
 
     @property
     def acme_challenge_dir(self) -> str | None:
-        """Where http-01 responses are, for an ACME certificate answered over http-01."""
+        """Where the challenge responses are (http-01 tokens, or the key authorizations of
+        tls-alpn-01 in its ``tls-alpn-01/`` subdirectory), for an ACME certificate."""
         tls = self.tls
-        if tls is None or tls.acme is None or tls.acme_challenge is not AcmeChallenge.HTTP_01:
+        if tls is None or tls.acme is None:
             return None
         return tls.acme_challenge_dir or f"{ACME_CHALLENGE_ROOT}/{self.name}"
 

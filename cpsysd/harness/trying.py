@@ -35,13 +35,21 @@ from cpsysd.harness.provision import (
     check_app_version,
     provision_venv,
 )
+from cpsysd.harness.trydemos import (
+    SKIPPED_NAMES,
+    DeployShow,
+    IdleShow,
+    NextVersion,
+    check_demos,
+    show_deploy,
+    show_idle,
+)
 from cpsysd.host.preflight import check_preflight
 from cpsysd.host.reach import check_reachable
 from cpsysd.render.workers import service_template_name
 
 CONTAINER_DESCRIPTION_DIR = "/etc/cpsysd"
 EXTRA_FILES_DIR = "/etc/cpsysd/files"  # files the description names outside its directory
-SKIPPED_NAMES = (".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache")
 _EXPOSURE = re.compile(r"Overall exposure level for \S+: ([0-9.]+) (\S+)")
 NAMES_SHOWN = 8  # distributions named in a progress line; the rest are counted
 # A journal line as journalctl --output=short-monotonic prints it: "[  12.345678] HOST UNIT[PID]: "
@@ -74,6 +82,8 @@ class TryReport:
     warnings: list[str] = field(default_factory=list)  # what install inside warned about
     problem: str | None = None
     hint: str | None = "the status and journal above show why"
+    idle: IdleShow | None = None  # with --show-idle
+    deploy: DeployShow | None = None  # with --deploy
 
 
 @dataclass
@@ -179,6 +189,9 @@ def try_app(
     spec: AppSpec,
     progress: Callable[[str], None] = lambda _: None,
     warn: Callable[[str], None] = lambda _: None,
+    *,
+    deploy: Path | None = None,
+    idle: bool = False,
 ) -> TryReport:
     """Run ``spec``'s app under a real systemd in an ephemeral container; see the module doc.
     ``warn`` gets the preflight's warnings (what starts but breaks later, e.g. sessions) before
@@ -186,7 +199,8 @@ def try_app(
     Raises HarnessError when the container cannot be used at all, SpecError when the preflight
     finds that the app cannot start or its interpreter cannot say which packages it has;
     problems seen under systemd are in the returned report (``problem``), with the status and
-    journal that explain them."""
+    journal that explain them. ``deploy`` and ``idle``: :mod:`cpsysd.harness.trydemos`."""
+    second = check_demos(spec, deploy, idle)
     reason = available()
     if reason:
         raise HarnessError(f"cpsysd try cannot run here: {reason}")
@@ -218,10 +232,33 @@ def try_app(
         report.provision_seconds = time.monotonic() - started
         _install_and_request(box, inside, python, description, report, progress)
         _collect(box, inside, report)
+        if report.problem is None and idle:
+            progress(f"waiting for the idle stop (idle_stop_sec = {spec.idle_stop_sec})")
+            report.idle = show_idle(box, inside, request_argv(inside.listeners[0])[0])
+            report.problem = report.idle.problem
+        if report.problem is None and deploy is not None:
+            progress(f"deploying release 1, then {deploy} as release 2 under load")
+            following = _next_version(deploy, second, python, files, description)
+            report.deploy = show_deploy(box, inside, python, description, following)
+            report.problem = report.deploy.problem
+            report.hint = None if report.problem else report.hint
         teardown_started = time.monotonic()
     report.teardown_seconds = time.monotonic() - teardown_started
     report.leftovers = leftovers()
     return report
+
+
+def _next_version(
+    deploy: Path, second: AppSpec | None, python: str, files: _Files, description: str
+) -> NextVersion:
+    """Release 2: a directory copied over the app's, or a description's own directory and its
+    description rewritten for the container as the first one was."""
+    if second is None:
+        return NextVersion(deploy, files.workdir_inside)
+    theirs = _Files(Path(second.working_directory), files.workdir_inside)
+    text = spec_to_toml(container_spec(second, python, theirs))
+    return NextVersion(Path(second.working_directory), files.workdir_inside, text, description,
+                       tuple(theirs.extra.items()))  # fmt: skip
 
 
 def _install_and_request(
@@ -299,7 +336,9 @@ def _collect(box: Container, spec: AppSpec, report: TryReport) -> None:
         # READY=1 run, the first request is answered, then the bus shuts down. Look again.
         for unit in units:
             state = box.wait_settled(unit)
-            if state != "active/running":
+            # With idle_stop_sec a service may have idled out by now: stopped cleanly, by itself.
+            idled = spec.idle_stop_sec > 0 and state == "inactive/dead"
+            if state != "active/running" and not idled:
                 report.problem = f"{unit} answered the first request but then stopped ({state})"
                 break
     cause = journal_cause(report.journal)

@@ -177,6 +177,7 @@ def renew_acme_certificate(
         Path(challenges),
         tls.acme_email,
         tls.acme_ca_bundle,
+        tls.acme_challenge.value,
     )
     try:
         issued = obtain_certificate(order, _key_type(current))

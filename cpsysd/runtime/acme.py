@@ -27,8 +27,14 @@ def read_answer(directory: str, token: str) -> bytes | None:
     """The key authorization for ``token``, or None when there is none (or the token is bad)."""
     if not _TOKEN.fullmatch(token):
         return None
+    return read_small_file(os.path.join(directory, token))
+
+
+def read_small_file(path: str) -> bytes | None:
+    """Up to :data:`MAX_ANSWER` bytes of ``path``, stripped; None when it cannot be read. A
+    symlink is refused (O_NOFOLLOW): only the job's own files are answers."""
     try:
-        fd = os.open(os.path.join(directory, token), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:

@@ -197,7 +197,13 @@ class GatedConnections(BackoffConnections):
 
     def _finish_handshake(self, conn: Any, until: float) -> bool:
         """At a stop: complete ``conn``'s handshake, blocking until ``until`` at most (then
-        only with what has arrived already); closed when it fails."""
+        only with what has arrived already); closed when it fails. A tls-alpn-01 validation, or
+        a ClientHello not yet read whole (alpn.py chooses the context from it), is closed: no
+        request of its can have been sent."""
+        peeking = getattr(self.server.ssl_adapter, "challenges", None) is not None
+        if getattr(conn, "acme_tls", False) or (peeking and not getattr(conn, "hello_seen", 0)):
+            conn.close()
+            return False
         with contextlib.suppress(OSError):
             conn.socket.settimeout(max(until - time.monotonic(), 0.0))
         try:
@@ -214,6 +220,20 @@ class GatedConnections(BackoffConnections):
         The header deadline covers it: a silent TLS client is cut like a silent one."""
         sock = conn.socket
         sock.settimeout(0.0)
+        challenges = getattr(self.server.ssl_adapter, "challenges", None)
+        if challenges is not None and not getattr(conn, "hello_seen", False):
+            from cpsysd.runtime.alpn import choose_context
+
+            chosen = choose_context(sock, challenges)
+            if chosen is None:  # the peer closed before its ClientHello was complete
+                conn.close()
+                return False
+            if not chosen:  # more of the ClientHello to come: wait for it
+                conn.last_used = time.time()
+                self._selector.register(sock.fileno(), 1, conn)  # selectors.EVENT_READ
+                return False
+            conn.hello_seen = True
+            conn.acme_tls = chosen == "challenge"
         try:
             sock.do_handshake()
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -226,6 +246,9 @@ class GatedConnections(BackoffConnections):
         finally:
             with contextlib.suppress(OSError):
                 sock.settimeout(float(self.server.timeout))
+        if getattr(conn, "acme_tls", False):
+            conn.close()  # RFC 8737 section 3: a tls-alpn-01 validation ends with its handshake
+            return False
         conn.tls_ready = True
         conn.ssl_env = self.server.ssl_adapter.get_environ(sock)
         return True

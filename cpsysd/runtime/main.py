@@ -15,6 +15,7 @@ import traceback
 from typing import Any
 
 from cpsysd.description.load import AppSpec, WorkerMode, load_spec
+from cpsysd.description.model import AcmeChallenge
 from cpsysd.errors import ERROR_PREFIX, CpsysdError
 from cpsysd.runtime import notify
 from cpsysd.runtime.adopt import activation_requested, adopt_sockets
@@ -297,7 +298,7 @@ def _make_servers(spec: AppSpec, bindings: list[Binding], connections: Any = Non
         for binding in bindings
     ]
     challenges = spec.acme_challenge_dir
-    if challenges is not None:
+    if challenges is not None and not _alpn_challenges(spec):
         from cpsysd.runtime import acme
 
         # http-01 is asked over plain HTTP only (RFC 8555 section 8.3).
@@ -312,7 +313,12 @@ def _make_servers(spec: AppSpec, bindings: list[Binding], connections: Any = Non
 def _tls_adapter(spec: AppSpec) -> Any:
     from cpsysd.runtime import tls  # cheroot's ssl adapter: only for TLS listeners
 
-    return tls.make_adapter(spec.tls)
+    return tls.make_adapter(spec.tls, spec.acme_challenge_dir if _alpn_challenges(spec) else None)
+
+
+def _alpn_challenges(spec: AppSpec) -> bool:
+    """tls-alpn-01 is asked on the TLS listeners (RFC 8737), http-01 on the plain ones."""
+    return spec.tls is not None and spec.tls.acme_challenge is AcmeChallenge.TLS_ALPN_01
 
 
 def _subscribe_watchdog(engine: Any, servers: list[Any], status_text: str) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cheroot.ssl import Adapter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
@@ -34,6 +34,9 @@ from cpsysd.credentials import (
 from cpsysd.description.load import TLSConfig
 from cpsysd.errors import TLSError
 from cpsysd.records import record
+
+if TYPE_CHECKING:
+    from cpsysd.runtime.alpn import ChallengeContexts
 
 TLS12_CIPHERS = ":".join(
     (
@@ -144,10 +147,14 @@ class ContextSSLAdapter(BuiltinSSLAdapter):
     files again (and let OpenSSL prompt for a passphrase); replacing :attr:`context` swaps the
     certificate for new connections only, which is how a reload keeps open ones."""
 
-    def __init__(self, context: ssl.SSLContext, files: TLSFiles) -> None:
+    def __init__(
+        self, context: ssl.SSLContext, files: TLSFiles, challenges: ChallengeContexts | None = None
+    ) -> None:
         Adapter.__init__(self, files.cert, files.key, files.chain)
         self.context = context
         self._server_env: dict[str, Any] = {}
+        # tls-alpn-01 answers, peeked for by the gate before the handshake (alpn.py)
+        self.challenges = challenges
 
     def wrap(self, sock: Any) -> tuple[ssl.SSLSocket, dict[str, Any]]:
         """The TLS socket without its handshake: cheroot ran the handshake in its accepting
@@ -156,10 +163,16 @@ class ContextSSLAdapter(BuiltinSSLAdapter):
         return self.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True), {}
 
 
-def make_adapter(tls: TLSConfig | None) -> ContextSSLAdapter:
-    """Load the TLS files into an adapter for a :class:`~cpsysd.runtime.server.ListenerServer`."""
+def make_adapter(tls: TLSConfig | None, alpn_challenges: str | None = None) -> ContextSSLAdapter:
+    """Load the TLS files into an adapter for a :class:`~cpsysd.runtime.server.ListenerServer`;
+    with ``alpn_challenges`` (a directory) it answers tls-alpn-01 challenges from there too."""
     files = tls_files(tls)
-    return ContextSSLAdapter(server_context(files), files)
+    challenges = None
+    if alpn_challenges is not None:
+        from cpsysd.runtime.alpn import ChallengeContexts
+
+        challenges = ChallengeContexts(alpn_challenges)
+    return ContextSSLAdapter(server_context(files), files, challenges)
 
 
 def reload_adapter(adapter: ContextSSLAdapter, tls: TLSConfig | None) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path, PurePath, PurePosixPath
 
 from cpsysd import fsutil
 from cpsysd.description.bounds import read_description
+from cpsysd.description.instances import instance_names
 from cpsysd.description.load import AppSpec, check_path
 from cpsysd.errors import CpsysdError, SpecError
 from cpsysd.render.common import (
@@ -32,6 +33,12 @@ from cpsysd.render.common import (
     SYSTEM_UNIT_DIR,
     VENDOR_UNIT_DIR,
     render_template,
+)
+from cpsysd.render.releases import (
+    RELEASES_DIR,
+    release_template_name,
+    socket_dropins,
+    worker_socket_dropins,
 )
 from cpsysd.render.units import RenderOptions, render_units, units_to_enable
 
@@ -148,6 +155,37 @@ def debian_context(spec: AppSpec, options: DebianOptions) -> dict[str, object]:
         "created_list": _quote(state / f"{spec.name}.debian-created"),
         "state_directory": _quote(spec.name) if spec.state_directory else None,
         "tls": _tls_context(spec),
+        **_release_context(spec),
+    }
+
+
+def _release_context(spec: AppSpec) -> dict[str, object]:
+    """What ``cpsysd deploy`` leaves on the machine, for the prerm and postrm: its release units
+    (always in /etc/systemd/system, whatever ``--admin-units`` says: deploy writes them there),
+    the sockets' drop-ins that name the live release, and the releases themselves. The unit
+    names with a release id are shell globs (``*`` left unquoted)."""
+    unit_dir = PurePosixPath(SYSTEM_UNIT_DIR)
+    if spec.workers > 1:
+        dropins = [d for i in instance_names(spec) for d in worker_socket_dropins(spec, i)]
+    else:
+        dropins = socket_dropins(spec)
+    worker_prefix = f"{spec.name}-release-"
+    return {
+        "release_units": [
+            _quote(f"{spec.name}-release@*.service"),
+            _quote(f"{worker_prefix}*@*.service"),
+        ],
+        "release_unit_files": [
+            _quote(unit_dir / release_template_name(spec)),
+            _quote(unit_dir / worker_prefix) + "*" + _quote("@.service"),
+        ],
+        "release_dropins": [_quote(unit_dir / d) for d in dropins],
+        "release_dropin_dirs": sorted(
+            {_quote(unit_dir / PurePosixPath(d).parent) for d in dropins}
+        ),
+        "releases": _quote(RELEASES_DIR / spec.name),
+        "releases_root": _quote(RELEASES_DIR),
+        "deploy_socket": _quote(units_to_enable(spec)[0]),
     }
 
 

@@ -3,7 +3,9 @@
 :func:`obtain_certificate` registers (or finds) the account of the account key, orders a
 certificate for the names, answers each http-01 challenge by writing the key authorization to
 ``challenge_dir/TOKEN`` (the runtime, :mod:`cpsysd.runtime.acme`, and the generated nginx site
-serve that directory at ``/.well-known/acme-challenge/``), and returns the new key and the full
+serve that directory at ``/.well-known/acme-challenge/``) or each tls-alpn-01 challenge by writing
+it to ``challenge_dir/tls-alpn-01/NAME`` (the runtime's TLS listener answers from there,
+:mod:`cpsysd.runtime.alpn`), and returns the new key and the full
 chain. It writes nothing but the account key (0600 from its first byte, on first use) and the
 challenge files (0644: a key authorization is public, RFC 8555 section 8.3, and the app's
 DynamicUser must read it); the caller publishes key and certificate, so a failure at any step
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +30,18 @@ from cpsysd.errors import TLSError
 from cpsysd.tls.pki import KeyType, PrivateKey
 from cpsysd.tls.x509 import Certificate
 
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")  # base64url (RFC 8555 section 8.1)
 ORDER_TIMEOUT = 90  # seconds for the CA to validate and issue (Let's Encrypt takes a few)
 HTTP_TIMEOUT = 30
 _REACH_HINT = "the job needs outbound HTTPS to the CA's directory"
 _HTTP01_HINT = (
     "the CA must reach http://NAME/.well-known/acme-challenge/ on this app's plain listener "
     "(port 80, or nginx): check the names' DNS records and the firewall"
+)
+
+_TLSALPN01_HINT = (
+    "the CA must reach NAME:443 over TLS on this app's https listener (not through nginx): "
+    "check the names' DNS records and the firewall"
 )
 
 
@@ -56,6 +65,7 @@ class AcmeOrder:
     challenge_dir: Path
     email: str | None = None
     ca_bundle: str | None = None  # trust for the CA's own HTTPS; None: the system's
+    challenge: str = "http-01"  # or "tls-alpn-01" (RFC 8737)
 
 
 @dataclass(frozen=True)
@@ -156,30 +166,59 @@ def _reason(err: BaseException) -> str:
 
 def sweep_challenge_answers(challenge_dir: Path) -> list[str]:
     """Remove the answers (and their staging files) a killed job left in ``challenge_dir``:
-    one job runs at a time, so none belongs to a live order. Returns the names removed."""
+    http-01 tokens, and tls-alpn-01's ``tls-alpn-01/NAME`` files. One job runs at a time, so
+    none belongs to a live order. Returns the names removed."""
     removed = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(challenge_dir):
-            # A token is base64url (RFC 8555 section 8.1); fsutil stages it as .TOKEN + suffix.
-            name = entry.name
-            if name.startswith(".") and name.endswith(fsutil.TEMP_SUFFIX):
-                name = name[1 : -len(fsutil.TEMP_SUFFIX)]
-            if entry.is_file(follow_symlinks=False) and name and _is_token(name):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                removed.append(entry.name)
+    for directory, any_name in ((challenge_dir, False), (challenge_dir / "tls-alpn-01", True)):
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(directory):
+                # A token is base64url (RFC 8555 section 8.1); fsutil stages as .NAME + suffix.
+                name = entry.name
+                if name.startswith(".") and name.endswith(fsutil.TEMP_SUFFIX):
+                    name = name[1 : -len(fsutil.TEMP_SUFFIX)]
+                if entry.is_file(follow_symlinks=False) and (any_name or _TOKEN.fullmatch(name)):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                    removed.append(entry.name)
     return removed
 
 
-def _is_token(name: str) -> bool:
-    return all(c.isascii() and (c.isalnum() or c in "-_") for c in name)
+def _challenge_type(chall: Any) -> str:
+    """``"http-01"``, ``"tls-alpn-01"``, ...: acme 3 and later drop the TLSALPN01 class, so a
+    tls-alpn-01 challenge arrives as UnrecognizedChallenge there (Debian's 2.1 still has it)."""
+    jobj = getattr(chall, "jobj", None)
+    if isinstance(jobj, dict):
+        return str(jobj.get("type", ""))
+    return str(chall.typ)
+
+
+def _key_authorization(chall: Any, account_jwk: Any) -> str:
+    """RFC 8555 section 8.1: the token, ".", the base64url SHA-256 thumbprint of the account
+    key (RFC 7638), computed here as it is the same for every challenge type."""
+    from josepy import b64
+
+    jobj = getattr(chall, "jobj", None)
+    token = str(jobj["token"]) if isinstance(jobj, dict) else chall.encode("token")
+    if not _TOKEN.fullmatch(token):
+        raise AcmeError(f"the CA sent a malformed challenge token {token[:40]!r}")
+    return f"{token}.{b64.b64encode(account_jwk.thumbprint()).decode()}"
+
+
+def _answer_path(order: AcmeOrder, name: str, token: str) -> Path:
+    """Where the runtime looks for the answer: ``DIR/TOKEN`` for http-01 (runtime/acme.py),
+    ``DIR/tls-alpn-01/NAME`` for tls-alpn-01 (runtime/alpn.py, which makes the certificate)."""
+    if order.challenge == "tls-alpn-01":
+        return order.challenge_dir / "tls-alpn-01" / name.lower()
+    return order.challenge_dir / token
 
 
 def _write_challenges(
     order: AcmeOrder, orderr: Any, account_jwk: Any, written: list[Path]
-) -> list[tuple[Any, Any]]:
-    """Write every pending http-01 answer, each path into ``written`` (removed after the order,
-    also when a later name fails here); returns ``(challenge body, response)`` pairs."""
+) -> list[tuple[Any, Any, Path]]:
+    """Write every pending answer, each file into ``written`` (removed after the order, also
+    when a later name fails here); returns ``(challenge body, response, file)`` triples. The
+    key authorization is public (RFC 8555 section 8.3), so 0644: the app's DynamicUser reads
+    it; tls-alpn-01's throw-away key is made by the runtime and never written (alpn.py)."""
     from acme import challenges
 
     answers = []
@@ -188,23 +227,28 @@ def _write_challenges(
             continue  # reused: the CA has validated this name for this account recently
         name = authz.body.identifier.value
         for challb in authz.body.challenges:
-            if isinstance(challb.chall, challenges.HTTP01):
-                response, validation = challb.chall.response_and_validation(account_jwk)
-                token = challb.chall.encode("token")
-                fsutil.make_directories(order.challenge_dir, 0o755)
-                written.append(order.challenge_dir / token)
-                fsutil.atomic_write(order.challenge_dir / token, validation.encode(), 0o644)
-                answers.append((challb, response))
+            if _challenge_type(challb.chall) == order.challenge:
+                authorization = _key_authorization(challb.chall, account_jwk)
+                path = _answer_path(order, name, authorization.partition(".")[0])
+                fsutil.make_directories(path.parent, 0o755)
+                written.append(path)
+                fsutil.atomic_write(path, authorization.encode(), 0o644)
+                # serialized as the empty object of RFC 8555 section 7.5.1; a response with no
+                # field at all would be falsy, and the library would POST-as-GET instead
+                response = challenges.KeyAuthorizationChallengeResponse(
+                    key_authorization=authorization
+                )
+                answers.append((challb, response, path))
                 break
         else:
             wildcard = bool(getattr(authz.body, "wildcard", False))
-            offered = ", ".join(c.chall.typ for c in authz.body.challenges) or "nothing"
+            offered = ", ".join(_challenge_type(c.chall) for c in authz.body.challenges)
             raise AcmeError(
-                f"the CA refuses to validate {'*.' if wildcard else ''}{name} over http-01 "
-                f"(it offers {offered})",
+                f"the CA refuses to validate {'*.' if wildcard else ''}{name} over "
+                f"{order.challenge} (it offers {offered or 'nothing'})",
                 "a wildcard needs dns-01, which cpsysd does not do: list each name in [tls] hosts"
                 if wildcard
-                else "use a CA that validates http-01",
+                else f"use a CA that validates {order.challenge}, or the other acme_challenge",
             )
     return answers
 
@@ -223,12 +267,13 @@ def obtain_certificate(order: AcmeOrder, key_type: KeyType = KeyType.EC_P256) ->
         csr = crypto_util.make_csr(key.pem().bytes(), list(order.hosts))
         orderr = acme_client.new_order(csr)
         answers = _write_challenges(order, orderr, acme_client.net.key, written)
-        for challb, response in answers:
+        for challb, response, _ in answers:
             acme_client.answer_challenge(challb, response)
         deadline = datetime.datetime.now() + datetime.timedelta(seconds=ORDER_TIMEOUT)
         finished = acme_client.poll_and_finalize(orderr, deadline)
     except errors.ValidationError as err:
-        raise AcmeError(_validation_failures(err), _HTTP01_HINT) from None
+        hint = _TLSALPN01_HINT if order.challenge == "tls-alpn-01" else _HTTP01_HINT
+        raise AcmeError(_validation_failures(err), hint) from None
     except errors.TimeoutError:
         raise AcmeError(
             f"the CA did not finish the order within {ORDER_TIMEOUT} s", "try again later"

@@ -25,11 +25,11 @@ EXAMPLE = REPO / "examples" / "hello"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
-def run_try(description: Path) -> subprocess.CompletedProcess[str]:
-    """``cpsysd try -c DESCRIPTION`` as a user runs it, from the checkout; its output is printed
-    (pytest shows it for a failing test)."""
+def run_try(description: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``cpsysd try -c DESCRIPTION [OPTIONS]`` as a user runs it, from the checkout; its output
+    is printed (pytest shows it for a failing test)."""
     result = subprocess.run(
-        [sys.executable, "-m", "cpsysd", "try", "-c", str(description)],
+        [sys.executable, "-m", "cpsysd", "try", "-c", str(description), *options],
         capture_output=True,
         text=True,
         timeout=300,

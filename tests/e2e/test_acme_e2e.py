@@ -30,7 +30,7 @@ HOST = "app.test"
 DIRECTORY = "https://127.0.0.1:14000/dir"
 
 
-def start_pebble(box: Container, validity: int = 0) -> None:
+def start_pebble(box: Container, tls_port: int = 5001, validity: int = 0) -> None:
     """Pebble and its DNS in ``box``; ``validity``: its certificates' lifetime in seconds
     (``certificateValidityPeriod``, pebble's own setting; 0: its default of five years)."""
     python = provision(box)
@@ -40,7 +40,7 @@ def start_pebble(box: Container, validity: int = 0) -> None:
     config = {"pebble": {
         "listenAddress": "127.0.0.1:14000", "managementListenAddress": "127.0.0.1:15000",
         "certificate": f"{PEBBLE}/https.pem", "privateKey": f"{PEBBLE}/https.key",
-        "httpPort": 80, "tlsPort": 5001, "ocspResponderURL": "",
+        "httpPort": 80, "tlsPort": tls_port, "ocspResponderURL": "",
         "externalAccountBindingRequired": False,
     }}  # fmt: skip
     if validity:

@@ -1,0 +1,207 @@
+"""The longest request wait during a deploy (issue 17), under a real systemd (the harness
+container): one app under 4 looping clients while it is replaced three ways,
+
+* ``cpsysd deploy`` (a new release started beside the live one on the same sockets, swapped
+  after its health gate),
+* ``systemctl restart`` of the same app's live unit (every request waits out a cold start),
+* gunicorn's graceful reload (``systemctl reload`` = SIGHUP: new workers, then the old ones stop)
+  of the same app as WSGI, gunicorn run as a service the way its docs deploy it,
+
+and for each: the longest single request wait, the failed requests, and the p99 of the requests
+during the swap against the steady p99 just before it (the issue's goal: at most 2x).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+
+import boxlib
+from benchlib import Chart, Samples, Section, say
+from config import Config
+
+from cpsysd.harness.container import Container
+
+CLIENTS = 4
+APP_PORT, GUNICORN_PORT = 8080, 8090
+DESCRIPTION = "/etc/cpsysd/hello.toml"
+
+# One new connection per request (what a proxy without keep-alive does), until a stop file
+# appears or a bound is hit; every request as [start (wall clock), seconds, ok].
+CLIENT = r"""
+import http.client, json, os, sys, time
+port, stop_file = int(sys.argv[1]), sys.argv[2]
+deadline, records = time.monotonic() + 300, []
+while not os.path.exists(stop_file) and time.monotonic() < deadline and len(records) < 200000:
+    start, t0 = time.time(), time.monotonic()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/", headers={"Connection": "close"})
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        ok = response.status == 200
+    except Exception:
+        ok = False
+    records.append([round(start, 4), round(time.monotonic() - t0, 5), int(ok)])
+print(json.dumps(records))
+"""
+
+
+@dataclass(frozen=True)
+class Swap:
+    """One replacement under load."""
+
+    longest_ms: float  # the longest single request that overlapped the swap
+    failed: int  # failed requests over the whole run
+    steady_p99_ms: float  # before the swap
+    swap_p99_ms: float  # requests overlapping the swap window
+    requests: int
+    longest_at: float  # when the longest request started, seconds after the action began
+    action_s: float  # how long the action (deploy, restart, reload command) took
+
+
+def _p99(values: list[float]) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def _clients(
+    box: Container, port: int, stop_file: str
+) -> tuple[list[threading.Thread], list[list[list[float]]]]:
+    out: list[list[list[float]]] = []
+
+    def one() -> None:
+        argv = [boxlib.SYSTEM_PYTHON, "-c", CLIENT, str(port), stop_file]
+        out.append(json.loads(box.run(argv, timeout=400).stdout))
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    return threads, out
+
+
+def under_load(box: Container, port: int, action: list[str], steady: float) -> Swap:
+    """4 clients on ``port``; ``steady`` seconds, then ``action`` (run to its end), then 1 s."""
+    stop_file = f"/run/bench-stop-{time.monotonic_ns()}"
+    threads, out = _clients(box, port, stop_file)
+    try:
+        time.sleep(1.0)  # the clients' interpreters are up
+        t0 = time.time()
+        time.sleep(steady)
+        t1 = time.time()
+        boxlib.run(box, action, timeout=300)
+        t2 = time.time() + 1.0  # a reload returns before its new workers take over
+        time.sleep(1.0)
+    finally:
+        box.run(["touch", stop_file])
+        for thread in threads:
+            thread.join(60)
+    if len(out) != CLIENTS:
+        raise RuntimeError(f"only {len(out)} of {CLIENTS} load clients reported")
+    records = [record for client in out for record in client]
+    steady_lat = [lat for start, lat, ok in records if t0 <= start < t1]
+    overlapping = [(lat, start) for start, lat, ok in records if start < t2 and start + lat > t1]
+    during = [lat for lat, _ in overlapping]
+    longest = max(overlapping, default=(float("nan"), t1))
+    return Swap(
+        longest_ms=longest[0] * 1000,
+        longest_at=longest[1] - t1,
+        action_s=t2 - 1.0 - t1,
+        failed=sum(1 for *_, ok in records if not ok),
+        steady_p99_ms=_p99(steady_lat) * 1000,
+        swap_p99_ms=_p99(during) * 1000,
+        requests=len(records),
+    )
+
+
+def _live_unit(box: Container) -> str:
+    return boxlib.run(box, ["systemctl", "show", "-P", "Triggers", "hello.socket"]).split()[0]
+
+
+def _measure(box: Container, rounds: int, steady: float) -> dict[str, list[Swap]]:
+    boxlib.install(box, "hello", APP_PORT, extra='health_path = "/health"\n')
+    deploy = [boxlib.BOX_PYTHON, "-m", "cpsysd", "deploy", "-c", DESCRIPTION]
+    boxlib.run(box, deploy, timeout=300)  # release r1 replaces hello.service
+    boxlib.add_gunicorn(box, workers=2)
+    boxlib.run(box, ["systemctl", "start", f"gunicorn@{GUNICORN_PORT}.service"])
+    boxlib.wait_http(box, GUNICORN_PORT)
+    results: dict[str, list[Swap]] = {}
+    for rep in range(rounds):
+        say(f"   round {rep + 1}/{rounds}")
+        runs = {
+            "cpsysd deploy": (APP_PORT, deploy),
+            "systemctl restart": (APP_PORT, ["systemctl", "restart", _live_unit(box)]),
+            "gunicorn HUP (systemctl reload)": (
+                GUNICORN_PORT,
+                ["systemctl", "reload", f"gunicorn@{GUNICORN_PORT}.service"],
+            ),
+        }
+        for name, (port, action) in runs.items():
+            swap = under_load(box, port, action, steady)
+            say(
+                f"   {name}: longest {swap.longest_ms:.0f} ms, {swap.failed} failed, p99 "
+                f"{swap.swap_p99_ms:.0f} ms vs steady {swap.steady_p99_ms:.0f} ms; the longest "
+                f"began {swap.longest_at:+.2f} s into a {swap.action_s:.2f} s action"
+            )
+            results.setdefault(name, []).append(swap)
+    return results
+
+
+FIGURES: dict[str, float] = {}  # {action: median longest wait in ms}, for the chart
+
+
+def run(cfg: Config) -> Section:
+    section = Section("Deploy under load")
+    rounds = 1 if cfg.quick else cfg.reps
+    steady = 2.0 if cfg.quick else 4.0
+    with boxlib.booted() as box:
+        results = _measure(box, rounds, steady)
+    for name, swaps in results.items():
+        longest = Samples([swap.longest_ms for swap in swaps])
+        ratio = Samples([swap.swap_p99_ms / swap.steady_p99_ms for swap in swaps])
+        FIGURES[name] = longest.median
+        section.row(
+            f"longest request wait during {name}",
+            f"{longest.median:.0f} ms",
+            f"p99 {ratio.median:.2f}x steady",
+            longest.spread(),
+            f"{sum(s.failed for s in swaps)} failed of {sum(s.requests for s in swaps)}; p99 "
+            f"{statistics.median(s.swap_p99_ms for s in swaps):.0f} ms during vs "
+            f"{statistics.median(s.steady_p99_ms for s in swaps):.0f} ms steady",
+        )
+    section.charts.append(
+        Chart(
+            f"Longest request wait while the app is replaced ({CLIENTS} clients)",
+            "ms",
+            tuple(FIGURES.items()),
+        )
+    )
+    deploy = results["cpsysd deploy"]
+    section.headline.append(
+        f"Deploy under {CLIENTS} looping clients: the longest request wait is "
+        f"{FIGURES['cpsysd deploy']:.0f} ms during `cpsysd deploy` "
+        f"({sum(s.failed for s in deploy)} failed), "
+        f"{FIGURES['systemctl restart']:.0f} ms during `systemctl restart`, "
+        f"{FIGURES['gunicorn HUP (systemctl reload)']:.0f} ms during gunicorn's HUP reload; "
+        "p99 during the swap "
+        f"{statistics.median(s.swap_p99_ms / s.steady_p99_ms for s in deploy):.2f}x the "
+        "steady p99 (goal: at most 2x)."
+    )
+    section.details.append(
+        "Inside the harness container (systemd 252): the example app installed with "
+        '`health_path = "/health"` and deployed once (release r1), and gunicorn 2 sync workers '
+        "of the same app as WSGI in a `Type=simple` unit with `ExecReload=kill -HUP $MAINPID`. "
+        f"{CLIENTS} clients (Debian's python3, one new connection per request) loop on the app "
+        f"for {steady:g} s of steady load, then through the action (`cpsysd deploy`, "
+        "`systemctl restart` of the live release unit, `systemctl reload` of gunicorn) and 1 s "
+        "after it returns. The longest wait and the swap p99 are over the requests that "
+        "overlapped that window; the steady p99 over those of the steady seconds before it. "
+        f"{rounds} round(s), each doing all three; figures are medians over rounds."
+    )
+    return section
