@@ -45,6 +45,7 @@ def _describe(tmp_path: Path, pebble: Pebble, port: int, acme: str = "", hosts: 
         f'acme = "{acme or pebble.directory}"\nacme_ca_bundle = "{pebble.ca_bundle}"\n'
         f'acme_email = "ops@example.org"\nhosts = [{hosts or chr(34) + HOST + chr(34)}]\n'
         f'acme_challenge_dir = "{tmp_path}/challenges"\n'
+        f'acme_status_dir = "{tmp_path}/status"\n'
     )
     return write_app(tmp_path / "app", [f"127.0.0.1:{port}"], extra=extra)
 
@@ -185,6 +186,10 @@ def _fails_keeping_the_old(description: Path, tls: Path, old: bytes) -> str:
     assert checked.returncode != 0
     assert "renewal failing: " in checked.stderr
     assert "  last try:    failed 1x: " in _cert("show", "-c", str(description)).stdout
+    # The record the service puts in its STATUS=: the cause, readable by the app's user.
+    record = description.parent.parent / "status" / "failure"
+    assert record.read_text().startswith("certificate renewal failing since ")
+    assert _mode(record) == 0o644
     return done.stderr
 
 
@@ -215,3 +220,39 @@ def test_a_challenge_nobody_answers(tmp_path: Path, pebble: Pebble) -> None:
     assert f"the CA could not validate {HOST}" in error
     assert "acme-challenge" in error
     assert not list((tmp_path / "challenges").iterdir())
+
+
+def test_leftover_answers_of_a_killed_job_are_swept_at_the_next_run(
+    tmp_path: Path, pebble: Pebble
+) -> None:
+    description = _describe(tmp_path, pebble, pebble.http_port)
+    _short_lived(tmp_path / "tls", hours_left=100)  # not due: the run asks no CA
+    challenges = tmp_path / "challenges"
+    challenges.mkdir()
+    # What a SIGKILL mid-order leaves: an answer, and fsutil's staging copy of another.
+    (challenges / "dGhlLXRva2VuLW9mLWEtZGVhZC1vcmRlcg").write_text("token.thumbprint")
+    (challenges / ".Zm9v_LWJhcg.cpsysd-tmp").write_text("token.thumbprint")
+    (challenges / "README.txt").write_text("not an answer: kept")
+    (challenges / "tls-alpn-01").mkdir()  # and a tls-alpn-01 answer (its name is the host)
+    (challenges / "tls-alpn-01" / HOST).write_text("token.thumbprint")
+    done = _renew(description)
+    assert done.returncode == 0, done.stderr
+    assert "not due" in done.stdout
+    assert sorted(p.name for p in challenges.iterdir()) == ["README.txt", "tls-alpn-01"]
+    assert not list((challenges / "tls-alpn-01").iterdir())
+
+
+def test_answers_written_before_a_refused_name_are_removed(tmp_path: Path, pebble: Pebble) -> None:
+    # pebble offers http-01 for the plain names (their answers are written) and dns-01 only for
+    # the wildcard, which fails the order. Its authorizations come in no fixed order, so with
+    # the wildcard not first in at least one of five orders (1 - 3**-5), answers were on disk.
+    hosts = f'"{HOST}", "www.{HOST}", "*.{HOST}"'
+    description = _describe(tmp_path, pebble, pebble.http_port, hosts=hosts)
+    old = _short_lived(tmp_path / "tls", hours_left=1)
+    (tmp_path / "challenges").mkdir()
+    for _ in range(5):
+        done = _renew(description, "--force")
+        assert done.returncode != 0
+        assert f"the CA refuses to validate *.{HOST} over http-01" in done.stderr
+        assert (tmp_path / "tls" / "cert.pem").read_bytes() == old
+        assert not list((tmp_path / "challenges").iterdir())

@@ -92,6 +92,8 @@ def test_the_ca_goes_away_after_validating(
     assert (tls / "key.pem").read_bytes() == old_key
     assert _mode(tls / "key.pem") == 0o600
     assert not list(challenges.iterdir())  # the answers are removed on the failure too
+    record = (tmp_path / "status" / "failure").read_text()
+    assert f"lost the ACME server {pebble.directory} mid-order" in record
     # The CA comes back (same ports, a fresh state): the next run waits out the backoff, and
     # one past it (--force stands in for the passing hour) puts the CA's pair in place.
     revived = Proc(pebble.argv, tmp_path / "pebble-again.log", env=pebble.env)
@@ -104,6 +106,7 @@ def test_the_ca_goes_away_after_validating(
         assert again.returncode == 0, again.stderr
         assert "renewed" in again.stdout
         assert not Path(str(tls / "cert.pem") + ".acme-retry").exists()
+        assert not (tmp_path / "status" / "failure").exists()  # STATUS= says nothing more
         _verify_against_pebble(pebble, tls / "cert.pem")
         assert _pair(tls)[2] is True
     finally:
@@ -178,6 +181,8 @@ def test_renewal_killed_at_every_step(tmp_path: Path, pebble: Pebble) -> None:
             _verify_against_pebble(pebble, tls / "cert.pem")
             left = [p.name for p in tls.glob(".*")]
             assert not left, f"{syscall} #{n}: staging files stayed: {left}"
+            answers = [p.name for p in challenges.iterdir()]
+            assert not answers, f"{syscall} #{n}: the killed job's answers stayed: {answers}"
         assert torn >= 1  # the kill between the key's and the certificate's rename
     finally:
         proc.stop()

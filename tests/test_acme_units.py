@@ -97,7 +97,8 @@ def test_renewal_units_reach_the_ca_and_keep_the_answers(tmp_path: Path) -> None
     assert ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6") in service
     assert ("PrivateNetwork", "yes") not in service
     assert ("IPAddressDeny", "any") not in service
-    assert ("RuntimeDirectory", "cpsysd/acme/app") in service
+    # The answers, and the failure record the app puts in its STATUS=.
+    assert ("RuntimeDirectory", "cpsysd/acme/app cpsysd/acme-status/app") in service
     assert ("RuntimeDirectoryMode", "0755") in service
     assert ("RuntimeDirectoryPreserve", "yes") in service
     assert ("ReadWritePaths", "/etc/cpsysd/tls") in service  # key, certificate, account key
@@ -116,7 +117,7 @@ def test_a_custom_challenge_directory_is_writable_for_the_job() -> None:
     spec = spec_of(acme_challenge_dir="/srv/acme")
     service = directives(render_units(spec, OPTIONS)["app-cert-renew.service"])
     assert ("ReadWritePaths", "/srv/acme") in service
-    assert not [key for key, _ in service if key.startswith("RuntimeDirectory")]
+    assert ("RuntimeDirectory", "cpsysd/acme-status/app") in service  # the failure record only
 
 
 def test_backoff_doubles_to_a_day_and_honours_retry_after() -> None:
@@ -169,3 +170,29 @@ def test_the_runtime_answers_challenges_before_the_app(tmp_path: Path) -> None:
         assert get("/anything") == ("200", "the app\n")
     finally:
         server.stop()
+
+
+def test_the_failure_record_keeps_the_first_failure_and_goes_on_success(tmp_path: Path) -> None:
+    from cpsysd.host.acmerenew import _clear_failure, _record_failure, read_retry
+
+    spec = spec_of(
+        cert=str(tmp_path / "cert.pem"),
+        key=str(tmp_path / "key.pem"),
+        acme_status_dir=str(tmp_path / "status"),
+    )
+    assert spec.acme_failure_path == str(tmp_path / "status" / "failure")
+    assert spec_of().acme_failure_path == "/run/cpsysd/acme-status/app/failure"
+    first = datetime.datetime(2026, 1, 1, 10, 0, tzinfo=datetime.UTC)
+    later = first + datetime.timedelta(hours=1)
+    _record_failure(spec, 1, later, "cannot reach\nthe CA", first)
+    _record_failure(spec, 2, later, "the CA could not validate app.test", later)
+    record = tmp_path / "status" / "failure"
+    assert record.read_text() == (
+        "certificate renewal failing since 2026-01-01 10:00 UTC: "
+        "the CA could not validate app.test\n"
+    )
+    assert spec.tls is not None
+    assert read_retry(spec.tls)[0] == 2
+    _clear_failure(spec)
+    assert not record.exists()
+    assert read_retry(spec.tls)[0] == 0

@@ -51,7 +51,8 @@ def check_acme_rules(spec: AppSpec) -> None:
     if tls is None:
         return
     if tls.acme is None:
-        for key in ("acme_email", "acme_ca_bundle", "acme_account_key", "acme_challenge_dir"):
+        for key in ("acme_email", "acme_ca_bundle", "acme_account_key", "acme_challenge_dir",
+                    "acme_status_dir"):  # fmt: skip
             if getattr(tls, key) is not None:
                 raise SpecError(
                     f"tls.{key}", "needs acme", 'add acme = "letsencrypt", or remove it'

@@ -214,6 +214,10 @@ TLS_FIELDS = (
           "none: `/run/cpsysd/acme/NAME`", "ACME challenge responses", None,
           "/run/cpsysd/acme/APP", False,
           path="directory", base="workdir"),
+    Field("acme_status_dir", "string", "where the renewal job records why renewals fail "
+          "(`failure`, shown in the app's STATUS=); none: `/run/cpsysd/acme-status/NAME`",
+          "renewal failure record", None, "/run/cpsysd/acme-status/APP", False,
+          path="directory", base="workdir"),
 )  # fmt: skip
 
 NGINX_FIELDS = (

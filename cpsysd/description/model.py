@@ -58,6 +58,10 @@ class AcmeChallenge(StrEnum):
 # Where the renewal job puts http-01 responses and the runtime (and nginx) read them, unless
 # [tls] acme_challenge_dir says otherwise: systemd makes it (RuntimeDirectory= of the job).
 ACME_CHALLENGE_ROOT = "/run/cpsysd/acme"
+# Where the renewal job says why renewals fail (NAME/failure, world-readable like STATUS=
+# itself) and the runtime reads it for its STATUS=, unless [tls] acme_status_dir says
+# otherwise: made by systemd (RuntimeDirectory= of the job, again).
+ACME_STATUS_ROOT = "/run/cpsysd/acme-status"
 
 
 @record
@@ -107,6 +111,7 @@ class TLSConfig:
     acme_ca_bundle: str | None = None  # trust for a private ACME server's own HTTPS (pebble)
     acme_account_key: str | None = None  # None: acme-account.pem beside the key
     acme_challenge_dir: str | None = None  # None: ACME_CHALLENGE_ROOT/NAME
+    acme_status_dir: str | None = None  # None: ACME_STATUS_ROOT/NAME
 
     @property
     def account_key_path(self) -> str:
@@ -174,6 +179,13 @@ class AppSpec:
         if tls is None or tls.acme is None:
             return None
         return tls.acme_challenge_dir or f"{ACME_CHALLENGE_ROOT}/{self.name}"
+
+    @property
+    def acme_failure_path(self) -> str | None:
+        """The renewal job's failure record, for an ACME certificate (any challenge)."""
+        if self.tls is None or self.tls.acme is None:
+            return None
+        return f"{self.tls.acme_status_dir or ACME_STATUS_ROOT + '/' + self.name}/failure"
 
     @property
     def module(self) -> str:

@@ -20,12 +20,13 @@ reported in one line, and are retried with a backoff kept beside the certificate
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cpsysd.errors import TLSError
+from cpsysd.errors import CpsysdError, TLSError
 
 if TYPE_CHECKING:
     from cpsysd.description.model import AppSpec, TLSConfig
@@ -70,11 +71,41 @@ def next_attempt(
     return max(now + backoff, retry_after or now)
 
 
-def _record_failure(tls: TLSConfig, failures: int, when: datetime.datetime, error: str) -> None:
+def _failing_since(tls: TLSConfig, now: datetime.datetime) -> datetime.datetime:
+    """The first failure of the current run of failures (kept in the retry state)."""
+    try:
+        since = json.loads(retry_path(tls).read_text())["since"]
+        return datetime.datetime.fromisoformat(since)
+    except (OSError, ValueError, KeyError, TypeError):
+        return now
+
+
+def _record_failure(
+    spec: AppSpec, failures: int, when: datetime.datetime, error: str, now: datetime.datetime
+) -> None:
+    """The retry state (root's, 0600), and the failure record the service puts in its STATUS=
+    (:mod:`cpsysd.runtime.renewal`): world-readable, like the STATUS= text that shows it."""
     from cpsysd import fsutil
 
+    assert spec.tls is not None
+    since = _failing_since(spec.tls, now) if failures > 1 else now
     state = {"failures": failures, "next": when.isoformat(), "error": error}
-    fsutil.atomic_write(retry_path(tls), json.dumps(state).encode() + b"\n", 0o600)
+    state["since"] = since.isoformat()
+    fsutil.atomic_write(retry_path(spec.tls), json.dumps(state).encode() + b"\n", 0o600)
+    if spec.acme_failure_path is not None:
+        record = Path(spec.acme_failure_path)
+        line = f"certificate renewal failing since {since:%Y-%m-%d %H:%M} UTC: {error}"
+        # Best effort: the CA's error is what the job reports, not a second one about this.
+        with contextlib.suppress(CpsysdError):
+            fsutil.make_directories(record.parent, 0o755)
+            fsutil.atomic_write(record, " ".join(line.split()).encode() + b"\n", 0o644)
+
+
+def _clear_failure(spec: AppSpec) -> None:
+    assert spec.tls is not None
+    retry_path(spec.tls).unlink(missing_ok=True)
+    if spec.acme_failure_path is not None:
+        Path(spec.acme_failure_path).unlink(missing_ok=True)
 
 
 def _why_due(
@@ -106,7 +137,7 @@ def renew_acme_certificate(
     Raises :class:`~cpsysd.tls.acme.AcmeError` naming the cause, the fix and the next try."""
     from cpsysd.host.renewkeys import _passphrases
     from cpsysd.tls import certfiles
-    from cpsysd.tls.acme import AcmeError, AcmeOrder, obtain_certificate
+    from cpsysd.tls.acme import AcmeError, AcmeOrder, obtain_certificate, sweep_challenge_answers
     from cpsysd.tls.pki import Certificate
     from cpsysd.tls.x509 import utc_now
 
@@ -119,6 +150,8 @@ def renew_acme_certificate(
     # (the account key's too: it is written once, so no later write would sweep it).
     for path in (cert_path, key_path, Path(tls.account_key_path)):
         certfiles.sweep_stale_staging(path)
+    # And its http-01 answers: the order they belonged to is over (one job at a time).
+    sweep_challenge_answers(Path(challenges))
     current = None
     if cert_path.exists():
         current = Certificate.list_from_pem(cert_path.read_bytes(), str(cert_path))[0]
@@ -150,7 +183,7 @@ def renew_acme_certificate(
         issued = obtain_certificate(order, _key_type(current))
     except AcmeError as err:
         when = next_attempt(failures + 1, now, err.retry_after)
-        _record_failure(tls, failures + 1, when, err.message)
+        _record_failure(spec, failures + 1, when, err.message, now)
         raise AcmeError(
             f"{err.message}; {cert_path} stays as it is, next try after {when:%Y-%m-%d %H:%M} UTC",
             err.hint,
@@ -163,7 +196,7 @@ def renew_acme_certificate(
         ],
         force=True,
     )
-    retry_path(tls).unlink(missing_ok=True)
+    _clear_failure(spec)
     leaf = issued.chain[0]
     return True, (
         f"renewed {cert_path} ({why}) from {tls.acme}: {certfiles.summary(leaf)}; "

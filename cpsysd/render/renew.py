@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from cpsysd import escape
 from cpsysd.credentials import CREDENTIAL_CA_PASSPHRASE, CREDENTIAL_PASSPHRASE
-from cpsysd.description.model import ACME_CHALLENGE_ROOT
+from cpsysd.description.model import ACME_CHALLENGE_ROOT, ACME_STATUS_ROOT
 from cpsysd.errors import SpecError
 from cpsysd.render.common import MARKER, comment_text, protect_home_tree, render_template
 from cpsysd.tls.names import chain_path_for
@@ -84,14 +84,19 @@ def render_renew_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:
     except ValueError as err:
         raise SpecError("python", str(err)) from None
     outputs = [tls.cert, tls.key, renewal_chain_path(tls)]
-    runtime_directory = None
+    runtime_directories = []
     challenge_dir = spec.acme_challenge_dir
     if tls.acme is not None:
         outputs.append(tls.account_key_path)
         if challenge_dir and challenge_dir.startswith(ACME_CHALLENGE_ROOT + "/"):
-            runtime_directory = challenge_dir.removeprefix("/run/")
+            runtime_directories.append(challenge_dir.removeprefix("/run/"))
         elif challenge_dir:
             outputs.append(os.path.join(challenge_dir, "token"))
+        status_dir = os.path.dirname(spec.acme_failure_path or "")
+        if status_dir.startswith(ACME_STATUS_ROOT + "/"):
+            runtime_directories.append(status_dir.removeprefix("/run/"))
+        elif status_dir:
+            outputs.append(os.path.join(status_dir, "failure"))
     writable = sorted({os.path.dirname(path) for path in outputs if path})
     common = {
         "marker": MARKER,
@@ -111,7 +116,7 @@ def render_renew_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:
             cert_comment=comment_text(tls.cert),
             issuer=comment_text(_issuer(tls)),
             challenge_dir=comment_text(challenge_dir or ""),
-            runtime_directory=escape.escape_specifiers(runtime_directory or ""),
+            runtime_directory=" ".join(map(escape.escape_specifiers, runtime_directories)),
             exec_start=exec_start,
             writable=[escape.escape_specifiers(path) for path in writable],
             credentials=[escape.escape_specifiers(c) for c in renew_credentials(tls)],

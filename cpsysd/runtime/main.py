@@ -209,7 +209,8 @@ def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> in
     status_text = plugins.serving_status(spec.name, servers)
     for item in servers:
         item.subscribe()
-    notifier = plugins.NotifyPlugin(engine, status_text)
+    renewal = _renewal_status(spec, engine, status_text)
+    notifier = plugins.NotifyPlugin(engine, status_text, renewal)
     notifier.subscribe()
     if connections is not None:
         plugins.IdleStopPlugin(engine, connections, spec.idle_stop_sec, notifier).subscribe()
@@ -221,13 +222,24 @@ def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> in
     _subscribe_watchdog(engine, servers, status_text)
     for plugin in host_plugins:
         plugin.subscribe()  # type: ignore[attr-defined]
-    reloader = plugins.Reloader(engine, served, sink, servers, status_text, cherrypy.log)
+    reloader = plugins.Reloader(engine, served, sink, servers, status_text, cherrypy.log, renewal)
     signals = plugins.Signals(engine, reloader, _EARLY_SIGNALS)
     signals.install()
     _start_engine(engine)
     signals.started()
     engine.block()
     return 0
+
+
+def _renewal_status(spec: AppSpec, engine: Any, status_text: str) -> Any:
+    """The plugin that shows a failing ACME renewal in STATUS=; None without ACME."""
+    if spec.acme_failure_path is None:
+        return None
+    from cpsysd.runtime.renewal import RenewalStatus
+
+    renewal = RenewalStatus(engine, spec.acme_failure_path, status_text)
+    renewal.subscribe()
+    return renewal
 
 
 def _start_engine(engine: Any) -> None:

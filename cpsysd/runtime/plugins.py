@@ -34,6 +34,7 @@ from cpsysd.errors import CpsysdError
 from cpsysd.runtime import notify
 from cpsysd.runtime.app import ServedApp, reload_config
 from cpsysd.runtime.journal import AccessSink, configure_logging
+from cpsysd.runtime.renewal import RenewalStatus
 from cpsysd.runtime.server import ListenerServer, OpenConnections
 from cpsysd.runtime.watchdog import Watchdog
 
@@ -48,9 +49,10 @@ def serving_status(name: str, servers: Sequence[ListenerServer]) -> str:
 class NotifyPlugin(SimplePlugin):  # type: ignore[misc]
     """READY=1 after the servers start; STOPPING=1 when the engine stops."""
 
-    def __init__(self, bus: Any, status_text: str) -> None:
+    def __init__(self, bus: Any, status_text: str, renewal: RenewalStatus | None = None) -> None:
         super().__init__(bus)
         self.status_text = status_text
+        self.renewal = renewal  # an ACME certificate: a failing renewal joins the STATUS=
         self.stop_reason: str | None = None  # the STATUS= sent with STOPPING=1, when not SIGTERM
         self.failed_start: str | None = None  # the first start listener that raised
 
@@ -66,7 +68,8 @@ class NotifyPlugin(SimplePlugin):  # type: ignore[misc]
         if self.failed_start is not None:
             notify.status(f"Start failed: {self.failed_start}")
             return
-        notify.ready(self.status_text)
+        renewal = self.renewal
+        notify.ready(renewal.compose(self.status_text) if renewal else self.status_text)
 
     start.priority = 80  # type: ignore[attr-defined]
 
@@ -183,8 +186,10 @@ class Reloader:
         servers: Sequence[ListenerServer],
         status_text: str,
         log: Callable[..., object],
+        renewal: RenewalStatus | None = None,
     ) -> None:
         self.bus = bus
+        self.renewal = renewal
         self.served = served
         self.sink = sink
         self.servers = list(servers)
@@ -222,6 +227,9 @@ class Reloader:
         )
         if not problems:
             self.log("configuration and TLS files reloaded", "CPSYSD")
+        if self.renewal is not None:
+            self.renewal.status_text = status  # what its polls append the failure to
+            status = self.renewal.compose(status)
         notify.ready(status)
 
 

@@ -164,6 +164,25 @@ def _reason(err: BaseException) -> str:
     return text[:300]
 
 
+def sweep_challenge_answers(challenge_dir: Path) -> list[str]:
+    """Remove the answers (and their staging files) a killed job left in ``challenge_dir``:
+    http-01 tokens, and tls-alpn-01's ``tls-alpn-01/NAME`` files. One job runs at a time, so
+    none belongs to a live order. Returns the names removed."""
+    removed = []
+    for directory, any_name in ((challenge_dir, False), (challenge_dir / "tls-alpn-01", True)):
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(directory):
+                # A token is base64url (RFC 8555 section 8.1); fsutil stages as .NAME + suffix.
+                name = entry.name
+                if name.startswith(".") and name.endswith(fsutil.TEMP_SUFFIX):
+                    name = name[1 : -len(fsutil.TEMP_SUFFIX)]
+                if entry.is_file(follow_symlinks=False) and (any_name or _TOKEN.fullmatch(name)):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                    removed.append(entry.name)
+    return removed
+
+
 def _challenge_type(chall: Any) -> str:
     """``"http-01"``, ``"tls-alpn-01"``, ...: acme 3 and later drop the TLSALPN01 class, so a
     tls-alpn-01 challenge arrives as UnrecognizedChallenge there (Debian's 2.1 still has it)."""
@@ -194,9 +213,10 @@ def _answer_path(order: AcmeOrder, name: str, token: str) -> Path:
 
 
 def _write_challenges(
-    order: AcmeOrder, orderr: Any, account_jwk: Any
+    order: AcmeOrder, orderr: Any, account_jwk: Any, written: list[Path]
 ) -> list[tuple[Any, Any, Path]]:
-    """Write every pending answer; returns ``(challenge body, response, file)`` triples. The
+    """Write every pending answer, each file into ``written`` (removed after the order, also
+    when a later name fails here); returns ``(challenge body, response, file)`` triples. The
     key authorization is public (RFC 8555 section 8.3), so 0644: the app's DynamicUser reads
     it; tls-alpn-01's throw-away key is made by the runtime and never written (alpn.py)."""
     from acme import challenges
@@ -211,6 +231,7 @@ def _write_challenges(
                 authorization = _key_authorization(challb.chall, account_jwk)
                 path = _answer_path(order, name, authorization.partition(".")[0])
                 fsutil.make_directories(path.parent, 0o755)
+                written.append(path)
                 fsutil.atomic_write(path, authorization.encode(), 0o644)
                 # serialized as the empty object of RFC 8555 section 7.5.1; a response with no
                 # field at all would be falsy, and the library would POST-as-GET instead
@@ -245,8 +266,7 @@ def obtain_certificate(order: AcmeOrder, key_type: KeyType = KeyType.EC_P256) ->
         acme_client, net = _client(order, account)
         csr = crypto_util.make_csr(key.pem().bytes(), list(order.hosts))
         orderr = acme_client.new_order(csr)
-        answers = _write_challenges(order, orderr, acme_client.net.key)
-        written = [path for _, _, path in answers]
+        answers = _write_challenges(order, orderr, acme_client.net.key, written)
         for challb, response, _ in answers:
             acme_client.answer_challenge(challb, response)
         deadline = datetime.datetime.now() + datetime.timedelta(seconds=ORDER_TIMEOUT)

@@ -30,7 +30,9 @@ HOST = "app.test"
 DIRECTORY = "https://127.0.0.1:14000/dir"
 
 
-def start_pebble(box: Container, tls_port: int = 5001) -> None:
+def start_pebble(box: Container, tls_port: int = 5001, validity: int = 0) -> None:
+    """Pebble and its DNS in ``box``; ``validity``: its certificates' lifetime in seconds
+    (``certificateValidityPeriod``, pebble's own setting; 0: its default of five years)."""
     python = provision(box)
     box.run(["mkdir", "-p", "-m", "0755", PEBBLE, TLS_DIR])
     box.run([python, "-m", "cpsysd", "cert", "selfsigned", "--cert", f"{PEBBLE}/https.pem",
@@ -41,13 +43,16 @@ def start_pebble(box: Container, tls_port: int = 5001) -> None:
         "httpPort": 80, "tlsPort": tls_port, "ocspResponderURL": "",
         "externalAccountBindingRequired": False,
     }}  # fmt: skip
+    if validity:
+        config["pebble"]["certificateValidityPeriod"] = validity
     box.write_file(f"{PEBBLE}/pebble.json", json.dumps(config))
     box.run(["systemd-run", "--unit=pebble-dns", "pebble-challtestsrv", "-dns01",
              "127.0.0.1:8053", "-defaultIPv6", "", "-http01", "", "-https01", "",
              "-tlsalpn01", "", "-management", "127.0.0.1:8055"])  # fmt: skip
+    # PEBBLE_AUTHZREUSE=0: every order validates again (by default pebble reuses half).
     box.run(["systemd-run", "--unit=pebble", "-E", "PEBBLE_VA_NOSLEEP=1",
-             "-E", "PEBBLE_WFE_NONCEREJECT=0", "pebble", "-config", f"{PEBBLE}/pebble.json",
-             "-dnsserver", "127.0.0.1:8053"])  # fmt: skip
+             "-E", "PEBBLE_AUTHZREUSE=0", "-E", "PEBBLE_WFE_NONCEREJECT=0", "pebble",
+             "-config", f"{PEBBLE}/pebble.json", "-dnsserver", "127.0.0.1:8053"])  # fmt: skip
     probe = ["curl", "-sf", "--cacert", f"{PEBBLE}/https.pem", DIRECTORY]
     wait_until(
         lambda: box.run(probe, check=False).returncode == 0,
