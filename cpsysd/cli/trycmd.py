@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     @app.command("try")
     def try_command(
         config: Path = config_option(),
-        deploy: Path | None = typer.Option(
+        deploy: Optional[Path] = typer.Option(  # noqa: UP045 (typer 0.7, cli/cert.py)
             None,
             "--deploy",
             metavar="DIR_OR_FILE",
