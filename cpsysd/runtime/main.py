@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from cpsysd.description.load import AppSpec, WorkerMode, load_spec
@@ -191,20 +192,37 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> int:
+    from cpsysd.runtime import journal, lean, plugins, server
+
+    host_options = bool(args.user or args.group or args.daemon or args.pidfile)
+    sink = journal.AccessSink(spec.name, journal.use_journal())
     with notify.StartupExtender(f"Importing {spec.entry}"):
-        import cherrypy  # the slow part of the start, with the app import
+        if lean.lean_possible(spec, host_options):
+            from cpsysd.runtime.bus import LeanBus
 
-        from cpsysd.runtime import app as app_module
-        from cpsysd.runtime import journal, plugins
+            served: Any = lean.load_wsgi_app(spec, sink)
+            engine: Any = LeanBus()
+            wsgi_app, log = served.wsgi, lean.bus_logger(engine)
+            settings, version = dict(server.CHERRYPY_DEFAULTS), None
+        else:
+            import cherrypy  # the slow part of the start, with the app import
 
-        sink = journal.AccessSink(spec.name, journal.use_journal())
-        served = app_module.load_app(spec, sink)
+            from cpsysd.runtime import app as app_module
+
+            served = app_module.load_app(spec, sink)
+            engine, wsgi_app, log = cherrypy.engine, cherrypy.tree, cherrypy.log
+            settings, version = app_module.server_settings(), app_module.SERVER_VERSION
+            _quiet_cherrypy_defaults(engine, bindings)
     journal.configure_logging(sink, served.log_screen)
-    engine = cherrypy.engine
-    _quiet_cherrypy_defaults(engine, bindings)
-    connections = _idle_stop_connections(spec, bindings)
-    servers = _make_servers(spec, bindings, connections)
-    host_plugins = _host_plugins(args, engine)
+    connections = _idle_stop_connections(spec, bindings, log)
+
+    def make(binding: Binding, ssl_adapter: Any, open_connections: Any) -> Any:
+        return server.ListenerServer(
+            engine, binding, settings, wsgi_app, ssl_adapter, open_connections, version
+        )
+
+    servers = _make_servers(spec, bindings, make, connections)
+    host_plugins = _host_plugins(args, engine) if host_options else []
     status_text = plugins.serving_status(spec.name, servers)
     for item in servers:
         item.subscribe()
@@ -216,11 +234,11 @@ def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> in
     if spec.health_path is not None:
         from cpsysd.runtime import health
 
-        health.HealthGatePlugin(engine, cherrypy.tree, spec.health_path).subscribe()
-    _subscribe_watchdog(engine, servers, status_text)
+        health.HealthGatePlugin(engine, wsgi_app, spec.health_path).subscribe()
+    _subscribe_watchdog(engine, servers, status_text, log)
     for plugin in host_plugins:
         plugin.subscribe()  # type: ignore[attr-defined]
-    reloader = plugins.Reloader(engine, served, sink, servers, status_text, cherrypy.log)
+    reloader = plugins.Reloader(engine, served, sink, servers, status_text, log)
     signals = plugins.Signals(engine, reloader, _EARLY_SIGNALS)
     signals.install()
     _start_engine(engine)
@@ -259,29 +277,26 @@ def _quiet_cherrypy_defaults(engine: Any, bindings: list[Binding]) -> None:
         extra.unsubscribe()  # server.NAME.* config: cpsysd serves only the described listeners
 
 
-def _idle_stop_connections(spec: AppSpec, bindings: list[Binding]) -> Any:
+def _idle_stop_connections(spec: AppSpec, bindings: list[Binding], log: Callable[..., Any]) -> Any:
     """The connection count ``idle_stop_sec`` watches, or None when it is off. Only with the
     sockets systemd passed: an app that bound its own would exit for good, as nothing would
     start it again."""
-    import cherrypy
-
     from cpsysd.runtime import server
 
     if not spec.idle_stop_sec:
         return None
     if not all(binding.adopted for binding in bindings):
-        cherrypy.log("idle_stop_sec is ignored without socket activation", "CPSYSD")
+        log("idle_stop_sec is ignored without socket activation", "CPSYSD")
         return None
     return server.OpenConnections()
 
 
-def _make_servers(spec: AppSpec, bindings: list[Binding], connections: Any = None) -> list[Any]:
-    from cpsysd.runtime import server
-
+def _make_servers(
+    spec: AppSpec, bindings: list[Binding], make: Callable[..., Any], connections: Any = None
+) -> list[Any]:
+    """One server per binding: ``make(binding, ssl_adapter, open_connections)``."""
     servers = [
-        server.ListenerServer(
-            binding, _tls_adapter(spec) if binding.tls else None, open_connections=connections
-        )
+        make(binding, _tls_adapter(spec) if binding.tls else None, connections)
         for binding in bindings
     ]
     challenges = spec.acme_challenge_dir
@@ -303,16 +318,16 @@ def _tls_adapter(spec: AppSpec) -> Any:
     return tls.make_adapter(spec.tls)
 
 
-def _subscribe_watchdog(engine: Any, servers: list[Any], status_text: str) -> None:
-    import cherrypy
-
+def _subscribe_watchdog(
+    engine: Any, servers: list[Any], status_text: str, log: Callable[..., Any]
+) -> None:
     from cpsysd.runtime import plugins, watchdog
 
     period = watchdog.watchdog_period()
     if period is None:
         return
     probes = [item.httpserver.probe for item in servers]
-    dog = watchdog.Watchdog(period, probes, lambda message: cherrypy.log(message, "WATCHDOG"))
+    dog = watchdog.Watchdog(period, probes, lambda message: log(message, "WATCHDOG"))
     dog.status_when_healthy = status_text
     plugins.WatchdogPlugin(engine, dog).subscribe()
 
