@@ -7,13 +7,13 @@ environment fails at once; the app is imported before any thread is started (``-
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from cpsysd.description.load import AppSpec, WorkerMode, load_spec
 from cpsysd.errors import ERROR_PREFIX, CpsysdError
@@ -21,8 +21,13 @@ from cpsysd.runtime import notify
 from cpsysd.runtime.adopt import activation_requested, adopt_sockets
 from cpsysd.runtime.listeners import Binding, bind_listeners, close_bindings, match_passed_sockets
 
+if TYPE_CHECKING:
+    import argparse
+
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse  # only for --help and the unusual forms: about 1.5 ms of every start
+
     parser = argparse.ArgumentParser(
         prog="cpsysd serve",
         description="Serve a CherryPy or WSGI app on the sockets systemd passes in (or bind the "
@@ -69,7 +74,7 @@ _OPTIONS = {
 }
 
 
-def parse_serve_args(argv: list[str]) -> argparse.Namespace:
+def parse_serve_args(argv: list[str]) -> SimpleNamespace:
     """``build_parser().parse_args(argv)``, without building the parser for the usual forms."""
     values: dict[str, object] = {"config": "cpsysd.toml", "daemon": False, "debug": False}
     values.update(pidfile=None, instance=None, user=None, group=None)
@@ -80,8 +85,8 @@ def parse_serve_args(argv: list[str]) -> argparse.Namespace:
         elif arg in _OPTIONS and not (value := next(rest, "-")).startswith("-"):
             values[_OPTIONS[arg]] = value
         else:
-            return build_parser().parse_args(argv)
-    return argparse.Namespace(**values)
+            return SimpleNamespace(**vars(build_parser().parse_args(argv)))
+    return SimpleNamespace(**values)
 
 
 def _supervised_by_systemd() -> str | None:
@@ -91,7 +96,7 @@ def _supervised_by_systemd() -> str | None:
     return None
 
 
-def _check_options(args: argparse.Namespace) -> None:
+def _check_options(args: SimpleNamespace) -> None:
     if args.pidfile:
         args.pidfile = os.path.abspath(args.pidfile)  # before the chdir to working_directory
     if args.daemon:
@@ -135,7 +140,7 @@ def acquire_listeners(spec: AppSpec, instance: str | None = None) -> list[Bindin
     return bind_listeners(listeners, reuse_port=spec.worker_mode is WorkerMode.REUSEPORT)
 
 
-def _host_plugins(args: argparse.Namespace, engine: object) -> list[object]:
+def _host_plugins(args: SimpleNamespace, engine: object) -> list[object]:
     """CherryPy's own plugins for hosts without systemd (the deployment guide's recipes)."""
     from cherrypy.process import plugins
 
@@ -170,7 +175,7 @@ def _reload_later(signum: int, frame: object) -> None:
     _EARLY_SIGNALS.add("reload")  # the default action would kill the process
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: SimpleNamespace) -> int:
     signal.signal(signal.SIGTERM, _terminate_early)
     signal.signal(signal.SIGHUP, _reload_later)
     _check_options(args)
@@ -191,7 +196,7 @@ def _serve(args: argparse.Namespace) -> int:
         close_bindings(bindings)
 
 
-def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> int:
+def _run(args: SimpleNamespace, spec: AppSpec, bindings: list[Binding]) -> int:
     from cpsysd.runtime import journal, lean, plugins, server
 
     host_options = bool(args.user or args.group or args.daemon or args.pidfile)
