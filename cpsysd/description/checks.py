@@ -4,7 +4,6 @@ Used by :func:`cpsysd.description.load.parse_spec`."""
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -334,6 +333,8 @@ def _no_unknown(fieldname: str, table: Mapping[str, object], known: set[str]) ->
         if key not in known:
             where = f"{fieldname}.{key}" if fieldname else key
             # Typos (wokers, lisen, pyhton) keep most letters, not the first three.
+            import difflib  # only to suggest a name for an unknown key: not on every start
+
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
             hint = (
                 f"did you mean {close[0]!r}?"

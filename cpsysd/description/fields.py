@@ -253,7 +253,8 @@ FIELDS = (
     Field("entry", "string", "`module:Object` — a CherryPy root (class or instance) or a WSGI "
           "callable", "MODULE:OBJECT, a CherryPy root or a WSGI callable", REQUIRED,
           "hello:Root", check=_plain(checks._entry), missing='add entry = "hello:Root"'),
-    Field("kind", "string", "how `entry` is served; `auto` tells by looking at it",
+    Field("kind", "string", "how `entry` is served; `auto` tells by looking at it; `wsgi` "
+          "without a `config` is served without importing CherryPy (a faster cold start)",
           "auto, cherrypy or wsgi", "auto", choices=Kind),
     Field("description", "string", "`Description=` of the units", "Description= of the units",
           Derived("`NAME (served by cpsysd)`", _description)),

@@ -15,25 +15,27 @@ VirtualHost with nginx's host matching, wildcards included), ``spec.nginx`` turn
 
 from __future__ import annotations
 
-import importlib
+import logging
 import os
-import sys
 from dataclasses import field
 from typing import Any
 
 import cherrypy
-from cherrypy import _cpconfig
+from cherrypy import _cpconfig, _cplogging
+from cherrypy._cpwsgi_server import CPWSGIServer
 from cherrypy.lib import reprconf
 
 from cpsysd.description.load import AppSpec, Kind
 from cpsysd.errors import CpsysdError
 from cpsysd.records import record
-from cpsysd.runtime.journal import AccessSink, install_access_log, wsgi_with_access_log
+from cpsysd.runtime.entry import import_entry
+from cpsysd.runtime.journal import AccessSink, wsgi_with_access_log
 
 # Global settings before the app's own: autoreload re-executes the process, which would lose
 # the sockets systemd passed (they are close-on-exec) and confuse the service manager.
 BASE_GLOBAL_CONFIG: dict[str, Any] = {"engine.autoreload.on": False}
 _IGNORED_SERVER_KEYS = ("server.socket_host", "server.socket_port", "server.socket_file")
+SERVER_VERSION: str = CPWSGIServer.version  # "CherryPy/x Cheroot/y", as CherryPy's server says
 
 
 @record(frozen=False)
@@ -49,42 +51,13 @@ class ServedApp:
     # environment = "production" also turns it off: under systemd the screen is the journal.
     log_screen: bool = True
 
+    def reload(self) -> None:
+        """SIGHUP: :func:`reload_config`."""
+        reload_config(self)
+
     @property
     def application(self) -> cherrypy.Application | None:
         return self.mounted if isinstance(self.mounted, cherrypy.Application) else None
-
-
-def import_entry(spec: AppSpec) -> object:
-    """Import ``spec.entry`` with the working directory first on sys.path."""
-    if spec.working_directory not in sys.path:
-        sys.path.insert(0, spec.working_directory)
-    try:
-        module = importlib.import_module(spec.module)
-    except ModuleNotFoundError as err:
-        if err.name is not None and (spec.module + ".").startswith(err.name + "."):
-            raise CpsysdError(
-                f"cannot import {spec.module!r}: no such module in {spec.working_directory}",
-                "check entry and working_directory in the description",
-            ) from err
-        raise CpsysdError(
-            f"importing {spec.module!r} failed: {err}",
-            "install the app's dependencies into the interpreter the service uses",
-        ) from err
-    except Exception as err:
-        raise CpsysdError(
-            f"importing {spec.module!r} failed: {type(err).__name__}: {err}",
-            "run with --debug for the traceback",
-        ) from err
-    obj: object = module
-    for part in spec.attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise CpsysdError(
-                f"{spec.module!r} has no attribute {spec.attribute!r}",
-                "check entry in the description (MODULE:OBJECT)",
-            ) from None
-    return obj
 
 
 def _exposed(value: object) -> bool:
@@ -216,6 +189,19 @@ def load_app(spec: AppSpec, sink: AccessSink) -> ServedApp:
     return ServedApp(spec, kind, app, derived, screen_wanted(parsed))
 
 
+def server_settings() -> dict[str, Any]:
+    """The listeners' server settings (``server.TUNABLES``): what the app's config put on
+    ``cherrypy.server``, cpsysd's ``server.DEFAULTS`` where it set nothing."""
+    from cpsysd.runtime.server import DEFAULTS, TUNABLES
+
+    return {
+        name: getattr(cherrypy.server, name)
+        if f"server.{name}" in cherrypy.config or name not in DEFAULTS
+        else DEFAULTS[name]
+        for name in TUNABLES
+    }
+
+
 def reload_config(served: ServedApp) -> None:
     """SIGHUP: re-read the CherryPy config file; on any error the running config stays."""
     spec = served.spec
@@ -227,3 +213,29 @@ def reload_config(served: ServedApp) -> None:
     app = served.application
     if app is not None:
         _merge_app_config(app, served.derived_config, parsed)
+
+
+class AppLogManager(_cplogging.LogManager):  # type: ignore[misc]
+    """An app's CherryPy log manager whose access() goes to the :class:`AccessSink`."""
+
+    sink: AccessSink | None = None
+
+    def access(self) -> None:
+        if self._get_builtin_handler(self.access_log, "file"):  # the app set log.access_file
+            super().access()
+        sink = self.sink
+        if sink is not None and sink.enabled:
+            try:
+                sink.emit(cherrypy.serving.request, cherrypy.serving.response)
+            except Exception:  # a log write must never turn a response into an error
+                self.error(
+                    "cannot write the access log entry", "ACCESS", logging.WARNING, traceback=True
+                )
+
+
+def install_access_log(app: Any, sink: AccessSink) -> None:
+    """Give a mounted :class:`cherrypy.Application` the fast access log. Its loggers (and any
+    file handlers its config added) stay the same: they live on the logging.Logger objects."""
+    manager = AppLogManager(app.log.appid, app.log.logger_root)
+    manager.sink = sink
+    app.log = manager

@@ -16,8 +16,7 @@ import re
 from typing import Any
 
 from cheroot.errors import MaxSizeExceeded
-from cheroot.server import ChunkedRFile, KnownLengthRFile
-from cherrypy._cpwsgi_server import CPWSGIHTTPRequest
+from cheroot.server import ChunkedRFile, HTTPRequest, KnownLengthRFile
 
 CRLF = b"\r\n"
 # At most this many header fields (and as many trailer fields), like nginx's and Apache's
@@ -212,9 +211,16 @@ def _discard_known_length(body: KnownLengthRFile, budget: int) -> bool:
     return True
 
 
-class GuardedRequest(CPWSGIHTTPRequest):  # type: ignore[misc]
-    """CherryPy's request with strict framing: see the module docstring. The limits come from
+_Request: Any = HTTPRequest  # untyped as CherryPy's CPWSGIHTTPRequest was
+
+
+class GuardedRequest(_Request):  # type: ignore[misc]
+    """CherryPy's request (cheroot's in proxy mode, as CherryPy's CPWSGIHTTPRequest, without
+    importing CherryPy) with strict framing: see the module docstring. The limits come from
     the server: ``max_request_header_count`` and ``max_request_body_size``."""
+
+    def __init__(self, server: Any, conn: Any) -> None:
+        super().__init__(server, conn, proxy_mode=True)
 
     rfile: Any  # the header reader, then the body reader; cheroot's attribute is untyped
     _body_checked = False

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from cherrypy.process.plugins import SimplePlugin
+from cpsysd.runtime.bus import Plugin
 
 HEALTH_TIMEOUT = 30.0  # seconds; systemd's TimeoutStartSec= (90 s) still bounds the whole start
 
@@ -96,7 +96,7 @@ def ask_health_within(app: WSGIApp, path: str, timeout: float = HEALTH_TIMEOUT) 
     return verdict[0]
 
 
-class HealthGatePlugin(SimplePlugin):  # type: ignore[misc]
+class HealthGatePlugin(Plugin):
     """Ask the app for ``path`` before the servers accept (see the module docstring)."""
 
     def __init__(self, bus: Any, app: WSGIApp, path: str) -> None:

@@ -25,9 +25,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import cherrypy
-from cherrypy import _cplogging
-
 _JOURNAL_SOCKET = "/run/systemd/journal/socket"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -208,24 +205,6 @@ def wsgi_with_access_log(app: Callable[..., Any], sink: AccessSink) -> Callable[
     return logged
 
 
-class AppLogManager(_cplogging.LogManager):  # type: ignore[misc]
-    """An app's CherryPy log manager whose access() goes to the :class:`AccessSink`."""
-
-    sink: AccessSink | None = None
-
-    def access(self) -> None:
-        if self._get_builtin_handler(self.access_log, "file"):  # the app set log.access_file
-            super().access()
-        sink = self.sink
-        if sink is not None and sink.enabled:
-            try:
-                sink.emit(cherrypy.serving.request, cherrypy.serving.response)
-            except Exception:  # a log write must never turn a response into an error
-                self.error(
-                    "cannot write the access log entry", "ACCESS", logging.WARNING, traceback=True
-                )
-
-
 class _JournalErrorHandler(logging.Handler):
     """JournalHandler without CherryPy's "[date] " prefix (journald stamps every entry)."""
 
@@ -257,8 +236,10 @@ def configure_logging(sink: AccessSink, screen: bool = True) -> None:
     """Route CherryPy's error log (and the root logger, when the app did not configure it) to
     journald or stderr, and switch the access sink on or off (``screen``: the config's
     ``log.screen``). Safe to call again after a config reload."""
-    cherrypy.log.screen = False  # CherryPy's own handlers: stdout for access, stderr for errors
-    logging.getLogger("cherrypy.access").propagate = False  # log.access_file entries stay there
+    cherrypy = sys.modules.get("cherrypy")  # absent for a WSGI app served on cheroot alone
+    if cherrypy is not None:
+        cherrypy.log.screen = False  # its own handlers: stdout for access, stderr for errors
+        logging.getLogger("cherrypy.access").propagate = False  # log.access_file stays there
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_cpsysd", False)]:
         root.removeHandler(handler)
@@ -266,11 +247,3 @@ def configure_logging(sink: AccessSink, screen: bool = True) -> None:
     if screen and not root.handlers:
         # cherrypy.error (level INFO) propagates to the root logger; apps' own loggers too.
         root.addHandler(_error_handler(sink.identifier, sink.to_journal))
-
-
-def install_access_log(app: Any, sink: AccessSink) -> None:
-    """Give a mounted :class:`cherrypy.Application` the fast access log. Its loggers (and any
-    file handlers its config added) stay the same: they live on the logging.Logger objects."""
-    manager = AppLogManager(app.log.appid, app.log.logger_root)
-    manager.sink = sink
-    app.log = manager

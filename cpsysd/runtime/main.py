@@ -7,12 +7,13 @@ environment fails at once; the app is imported before any thread is started (``-
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
 import traceback
-from typing import Any
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from cpsysd.description.load import AppSpec, WorkerMode, load_spec
 from cpsysd.description.model import AcmeChallenge
@@ -21,8 +22,13 @@ from cpsysd.runtime import notify
 from cpsysd.runtime.adopt import activation_requested, adopt_sockets
 from cpsysd.runtime.listeners import Binding, bind_listeners, close_bindings, match_passed_sockets
 
+if TYPE_CHECKING:
+    import argparse
+
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse  # only for --help and the unusual forms: about 1.5 ms of every start
+
     parser = argparse.ArgumentParser(
         prog="cpsysd serve",
         description="Serve a CherryPy or WSGI app on the sockets systemd passes in (or bind the "
@@ -69,7 +75,7 @@ _OPTIONS = {
 }
 
 
-def parse_serve_args(argv: list[str]) -> argparse.Namespace:
+def parse_serve_args(argv: list[str]) -> SimpleNamespace:
     """``build_parser().parse_args(argv)``, without building the parser for the usual forms."""
     values: dict[str, object] = {"config": "cpsysd.toml", "daemon": False, "debug": False}
     values.update(pidfile=None, instance=None, user=None, group=None)
@@ -80,8 +86,8 @@ def parse_serve_args(argv: list[str]) -> argparse.Namespace:
         elif arg in _OPTIONS and not (value := next(rest, "-")).startswith("-"):
             values[_OPTIONS[arg]] = value
         else:
-            return build_parser().parse_args(argv)
-    return argparse.Namespace(**values)
+            return SimpleNamespace(**vars(build_parser().parse_args(argv)))
+    return SimpleNamespace(**values)
 
 
 def _supervised_by_systemd() -> str | None:
@@ -91,7 +97,7 @@ def _supervised_by_systemd() -> str | None:
     return None
 
 
-def _check_options(args: argparse.Namespace) -> None:
+def _check_options(args: SimpleNamespace) -> None:
     if args.pidfile:
         args.pidfile = os.path.abspath(args.pidfile)  # before the chdir to working_directory
     if args.daemon:
@@ -135,7 +141,7 @@ def acquire_listeners(spec: AppSpec, instance: str | None = None) -> list[Bindin
     return bind_listeners(listeners, reuse_port=spec.worker_mode is WorkerMode.REUSEPORT)
 
 
-def _host_plugins(args: argparse.Namespace, engine: object) -> list[object]:
+def _host_plugins(args: SimpleNamespace, engine: object) -> list[object]:
     """CherryPy's own plugins for hosts without systemd (the deployment guide's recipes)."""
     from cherrypy.process import plugins
 
@@ -170,7 +176,7 @@ def _reload_later(signum: int, frame: object) -> None:
     _EARLY_SIGNALS.add("reload")  # the default action would kill the process
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: SimpleNamespace) -> int:
     signal.signal(signal.SIGTERM, _terminate_early)
     signal.signal(signal.SIGHUP, _reload_later)
     _check_options(args)
@@ -191,21 +197,38 @@ def _serve(args: argparse.Namespace) -> int:
         close_bindings(bindings)
 
 
-def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> int:
+def _run(args: SimpleNamespace, spec: AppSpec, bindings: list[Binding]) -> int:
+    from cpsysd.runtime import journal, lean, plugins, server
+
+    host_options = bool(args.user or args.group or args.daemon or args.pidfile)
+    sink = journal.AccessSink(spec.name, journal.use_journal())
     with notify.StartupExtender(f"Importing {spec.entry}"):
-        import cherrypy  # the slow part of the start, with the app import
+        if lean.lean_possible(spec, host_options):
+            from cpsysd.runtime.bus import LeanBus
 
-        from cpsysd.runtime import app as app_module
-        from cpsysd.runtime import journal, plugins
+            served: Any = lean.load_wsgi_app(spec, sink)
+            engine: Any = LeanBus()
+            wsgi_app, log = served.wsgi, lean.bus_logger(engine)
+            settings, version = dict(server.CHERRYPY_DEFAULTS), None
+        else:
+            import cherrypy  # the slow part of the start, with the app import
 
-        sink = journal.AccessSink(spec.name, journal.use_journal())
-        served = app_module.load_app(spec, sink)
+            from cpsysd.runtime import app as app_module
+
+            served = app_module.load_app(spec, sink)
+            engine, wsgi_app, log = cherrypy.engine, cherrypy.tree, cherrypy.log
+            settings, version = app_module.server_settings(), app_module.SERVER_VERSION
+            _quiet_cherrypy_defaults(engine, bindings)
     journal.configure_logging(sink, served.log_screen)
-    engine = cherrypy.engine
-    _quiet_cherrypy_defaults(engine, bindings)
-    connections = _idle_stop_connections(spec, bindings)
-    servers = _make_servers(spec, bindings, connections)
-    host_plugins = _host_plugins(args, engine)
+    connections = _idle_stop_connections(spec, bindings, log)
+
+    def make(binding: Binding, ssl_adapter: Any, open_connections: Any) -> Any:
+        return server.ListenerServer(
+            engine, binding, settings, wsgi_app, ssl_adapter, open_connections, version
+        )
+
+    servers = _make_servers(spec, bindings, make, connections)
+    host_plugins = _host_plugins(args, engine) if host_options else []
     status_text = plugins.serving_status(spec.name, servers)
     for item in servers:
         item.subscribe()
@@ -218,11 +241,11 @@ def _run(args: argparse.Namespace, spec: AppSpec, bindings: list[Binding]) -> in
     if spec.health_path is not None:
         from cpsysd.runtime import health
 
-        health.HealthGatePlugin(engine, cherrypy.tree, spec.health_path).subscribe()
-    _subscribe_watchdog(engine, servers, status_text)
+        health.HealthGatePlugin(engine, wsgi_app, spec.health_path).subscribe()
+    _subscribe_watchdog(engine, servers, status_text, log)
     for plugin in host_plugins:
         plugin.subscribe()  # type: ignore[attr-defined]
-    reloader = plugins.Reloader(engine, served, sink, servers, status_text, cherrypy.log, renewal)
+    reloader = plugins.Reloader(engine, served, sink, servers, status_text, log, renewal)
     signals = plugins.Signals(engine, reloader, _EARLY_SIGNALS)
     signals.install()
     _start_engine(engine)
@@ -272,29 +295,26 @@ def _quiet_cherrypy_defaults(engine: Any, bindings: list[Binding]) -> None:
         extra.unsubscribe()  # server.NAME.* config: cpsysd serves only the described listeners
 
 
-def _idle_stop_connections(spec: AppSpec, bindings: list[Binding]) -> Any:
+def _idle_stop_connections(spec: AppSpec, bindings: list[Binding], log: Callable[..., Any]) -> Any:
     """The connection count ``idle_stop_sec`` watches, or None when it is off. Only with the
     sockets systemd passed: an app that bound its own would exit for good, as nothing would
     start it again."""
-    import cherrypy
-
     from cpsysd.runtime import server
 
     if not spec.idle_stop_sec:
         return None
     if not all(binding.adopted for binding in bindings):
-        cherrypy.log("idle_stop_sec is ignored without socket activation", "CPSYSD")
+        log("idle_stop_sec is ignored without socket activation", "CPSYSD")
         return None
     return server.OpenConnections()
 
 
-def _make_servers(spec: AppSpec, bindings: list[Binding], connections: Any = None) -> list[Any]:
-    from cpsysd.runtime import server
-
+def _make_servers(
+    spec: AppSpec, bindings: list[Binding], make: Callable[..., Any], connections: Any = None
+) -> list[Any]:
+    """One server per binding: ``make(binding, ssl_adapter, open_connections)``."""
     servers = [
-        server.ListenerServer(
-            binding, _tls_adapter(spec) if binding.tls else None, open_connections=connections
-        )
+        make(binding, _tls_adapter(spec) if binding.tls else None, connections)
         for binding in bindings
     ]
     challenges = spec.acme_challenge_dir
@@ -321,16 +341,16 @@ def _alpn_challenges(spec: AppSpec) -> bool:
     return spec.tls is not None and spec.tls.acme_challenge is AcmeChallenge.TLS_ALPN_01
 
 
-def _subscribe_watchdog(engine: Any, servers: list[Any], status_text: str) -> None:
-    import cherrypy
-
+def _subscribe_watchdog(
+    engine: Any, servers: list[Any], status_text: str, log: Callable[..., Any]
+) -> None:
     from cpsysd.runtime import plugins, watchdog
 
     period = watchdog.watchdog_period()
     if period is None:
         return
     probes = [item.httpserver.probe for item in servers]
-    dog = watchdog.Watchdog(period, probes, lambda message: cherrypy.log(message, "WATCHDOG"))
+    dog = watchdog.Watchdog(period, probes, lambda message: log(message, "WATCHDOG"))
     dog.status_when_healthy = status_text
     plugins.WatchdogPlugin(engine, dog).subscribe()
 

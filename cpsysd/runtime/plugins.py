@@ -25,18 +25,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
-
-from cherrypy.process.plugins import SimplePlugin
-from cherrypy.process.wspbus import states
+from typing import TYPE_CHECKING, Any
 
 from cpsysd.errors import CpsysdError
 from cpsysd.runtime import notify
-from cpsysd.runtime.app import ServedApp, reload_config
+from cpsysd.runtime.bus import Plugin
 from cpsysd.runtime.journal import AccessSink, configure_logging
-from cpsysd.runtime.renewal import RenewalStatus
-from cpsysd.runtime.server import ListenerServer, OpenConnections
 from cpsysd.runtime.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from cpsysd.runtime.app import ServedApp
+    from cpsysd.runtime.renewal import RenewalStatus
+    from cpsysd.runtime.server import ListenerServer, OpenConnections
 
 STOP_MARGIN = 1.0  # seconds kept from TimeoutStopSec= for exiting after the last request
 
@@ -46,7 +46,7 @@ def serving_status(name: str, servers: Sequence[ListenerServer]) -> str:
     return f"Serving {name} on " + ", ".join(server.binding.url for server in servers)
 
 
-class NotifyPlugin(SimplePlugin):  # type: ignore[misc]
+class NotifyPlugin(Plugin):
     """READY=1 after the servers start; STOPPING=1 when the engine stops."""
 
     def __init__(self, bus: Any, status_text: str, renewal: RenewalStatus | None = None) -> None:
@@ -82,7 +82,7 @@ class NotifyPlugin(SimplePlugin):  # type: ignore[misc]
     stop.priority = 10  # type: ignore[attr-defined]
 
 
-class GracefulStopPlugin(SimplePlugin):  # type: ignore[misc]
+class GracefulStopPlugin(Plugin):
     """Stop accepting on every server at once, with one deadline for in-flight requests."""
 
     def __init__(self, bus: Any, servers: Sequence[ListenerServer], timeout: float) -> None:
@@ -108,7 +108,7 @@ class GracefulStopPlugin(SimplePlugin):  # type: ignore[misc]
     stop.priority = 20  # type: ignore[attr-defined]
 
 
-class WatchdogPlugin(SimplePlugin):  # type: ignore[misc]
+class WatchdogPlugin(Plugin):
     """Runs a :class:`~cpsysd.runtime.watchdog.Watchdog` while the engine is started."""
 
     def __init__(self, bus: Any, watchdog: Watchdog) -> None:
@@ -126,7 +126,7 @@ class WatchdogPlugin(SimplePlugin):  # type: ignore[misc]
     stop.priority = 5  # type: ignore[attr-defined]
 
 
-class IdleStopPlugin(SimplePlugin):  # type: ignore[misc]
+class IdleStopPlugin(Plugin):
     """Exit once no connection has been open for ``idle_sec`` (see the module docstring).
 
     The check runs in a thread of its own which then runs ``bus.exit()`` itself. It is not a
@@ -163,7 +163,7 @@ class IdleStopPlugin(SimplePlugin):  # type: ignore[misc]
     def _watch(self) -> None:
         while not self._stopped.is_set():
             remaining = self.idle_sec - self.connections.idle_for()
-            if remaining > 0 or self.bus.state != states.STARTED:
+            if remaining > 0 or self.bus.state != self.bus.states.STARTED:
                 # A connection may open and close meanwhile: look again at most a second later.
                 self._stopped.wait(min(1.0, max(remaining, 0.1)))
                 continue
@@ -201,7 +201,7 @@ class Reloader:
         notify.reloading()
         problems: list[str] = []
         try:
-            reload_config(self.served)
+            self.served.reload()
         except CpsysdError as err:
             problems.append(err.one_line())
         configure_logging(self.sink, self.served.log_screen)
@@ -245,13 +245,13 @@ class Signals:
         self.pending: set[str] = set(pending or ())
 
     def stop(self) -> None:
-        if self.bus.state == states.STARTING:
+        if self.bus.state == self.bus.states.STARTING:
             self.pending.add("stop")
         else:
             self.bus.exit()
 
     def reload(self) -> None:
-        if self.bus.state != states.STARTED:
+        if self.bus.state != self.bus.states.STARTED:
             self.pending.add("reload")
         else:
             self.reloader.reload()

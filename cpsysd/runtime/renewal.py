@@ -18,9 +18,8 @@ import os
 import threading
 from typing import Any
 
-from cherrypy.process.plugins import SimplePlugin
-
 from cpsysd.runtime import notify
+from cpsysd.runtime.bus import Plugin
 
 POLL_SECONDS = 10.0
 MAX_RECORD = 1024  # one line of an error message; more is cut
@@ -42,7 +41,7 @@ def read_failure(path: str) -> str | None:
     return line or None
 
 
-class RenewalStatus(SimplePlugin):  # type: ignore[misc]
+class RenewalStatus(Plugin):
     """Appends the failure record to the serving STATUS=, and re-sends it when it changes."""
 
     def __init__(self, bus: Any, path: str, status_text: str) -> None:

@@ -20,17 +20,16 @@ import fcntl
 import queue
 import socket
 import struct
+import sys
 import termios
 import threading
 import time
 from typing import Any
 
-import cherrypy
+import cheroot.wsgi
 from cheroot.makefile import MakeFile
 from cheroot.server import _STOPPING_FOR_INTERRUPT, HTTPConnection  # type: ignore[attr-defined]
 from cheroot.workers import threadpool
-from cherrypy._cpserver import Server
-from cherrypy._cpwsgi_server import CPWSGIServer
 
 from cpsysd.runtime.framing import MAX_HEADER_COUNT, GuardedRequest
 from cpsysd.runtime.gate import RETRY_AFTER, GatedConnections, answer_and_close
@@ -65,6 +64,21 @@ DEFAULTS: dict[str, int] = {
     "max_request_header_count": MAX_HEADER_COUNT,
     "accepted_queue_size": 100,
     "accepted_queue_timeout": 5,
+}
+# CherryPy's own defaults of the other TUNABLES (cherrypy/_cpserver.py), for a WSGI app served
+# without importing CherryPy (its config file is what could change them, and it has none).
+CHERRYPY_DEFAULTS: dict[str, Any] = {
+    "socket_timeout": 10,
+    "shutdown_timeout": 5,
+    "protocol_version": "HTTP/1.1",
+    "thread_pool": 10,
+    "thread_pool_max": -1,
+    "max_request_header_size": 500 * 1024,
+    "statistics": False,
+    "wsgi_version": (1, 0),
+    "peercreds": False,
+    "peercreds_resolve": False,
+    **DEFAULTS,
 }
 _V4_MAPPED = "::ffff:"
 
@@ -211,8 +225,14 @@ class _WorkerPool(threadpool.ThreadPool):
         return sum(1 for worker in workers if worker.is_alive())
 
 
-class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
-    """CherryPy's WSGI server serving one pre-bound, listening socket."""
+# Untyped as CherryPy's CPWSGIServer was (cheroot's stubs do not know our attributes).
+_WSGIServer: Any = cheroot.wsgi.Server
+
+
+class ListenerHTTPServer(_WSGIServer):  # type: ignore[misc]
+    """cheroot's WSGI server serving one pre-bound, listening socket, set up from its
+    :class:`ListenerServer` as CherryPy's ``CPWSGIServer`` is from ``cherrypy.server`` (but
+    without importing CherryPy, which a WSGI app does not need)."""
 
     ConnectionClass = _Connection
 
@@ -223,7 +243,25 @@ class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
         ssl_adapter: Any = None,
         open_connections: OpenConnections | None = None,
     ) -> None:
-        super().__init__(adapter)
+        super().__init__(
+            adapter.bind_addr,
+            adapter.wsgi_app,
+            adapter.thread_pool,
+            adapter.bind_addr if isinstance(adapter.bind_addr, str) else adapter.bind_addr[0],
+            max=adapter.thread_pool_max,
+            timeout=adapter.socket_timeout,
+            shutdown_timeout=adapter.shutdown_timeout,
+            peercreds_enabled=adapter.peercreds,
+            peercreds_resolve_enabled=adapter.peercreds_resolve,
+        )
+        self.adapter = adapter
+        if adapter.version is not None:
+            self.version = adapter.version
+        self.max_request_header_size = adapter.max_request_header_size or 0
+        self.max_request_body_size = adapter.max_request_body_size or 0
+        self.wsgi_version = adapter.wsgi_version
+        self.protocol = adapter.protocol_version
+        self.stats["Enabled"] = adapter.statistics
         self.binding = binding
         self.open_connections = open_connections  # counted only for idle_stop_sec
         self.requests = _WorkerPool(
@@ -245,6 +283,10 @@ class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
         self.completed = 0  # requests that ended (the watchdog's measure of progress)
         self.refused = 0  # requests answered 503 because the queue was full or too slow
         self._progress: int | None = None  # completed + bytes moved at the previous probe
+
+    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+        """To the bus's log, as CherryPy's server does (cheroot's own writes to stderr)."""
+        self.adapter.bus.log(msg, level, traceback)
 
     def prepare(self) -> None:
         """cheroot's prepare() without creating, binding or listen()ing a socket."""
@@ -359,25 +401,49 @@ def _bytes_moved(conn: Any) -> int:
 _TCP_INFO_LENGTH = 136
 
 
-class ListenerServer(Server):  # type: ignore[misc]
-    """A CherryPy ServerAdapter for one listener: subscribed to the engine like
-    ``cherrypy.server`` (start at priority 75, stop at 25), without port-free/occupied waits."""
+class ListenerServer:
+    """The bus side of one listener's server, as CherryPy's ServerAdapter (start at priority
+    75, stop at 25) but without its port-free/occupied waits; on CherryPy's engine or the
+    :class:`~cpsysd.runtime.bus.LeanBus`. ``settings`` are the TUNABLES (every one of them),
+    ``wsgi_app`` what it serves (``cherrypy.tree`` for a CherryPy app); ``version`` the server
+    name cheroot reports (CherryPy's "CherryPy/x Cheroot/y" for a CherryPy app)."""
+
+    # TUNABLES, set from ``settings``
+    socket_timeout: int
+    accepted_queue_size: int
+    accepted_queue_timeout: int
+    shutdown_timeout: int
+    protocol_version: str
+    thread_pool: int
+    thread_pool_max: int
+    max_request_header_size: int
+    max_request_body_size: int
+    max_request_header_count: int
+    statistics: bool
+    wsgi_version: tuple[int, int]
+    peercreds: bool
+    peercreds_resolve: bool
 
     def __init__(
         self,
+        bus: Any,
         binding: Binding,
+        settings: dict[str, Any],
+        wsgi_app: Any,
         ssl_adapter: Any = None,
-        template: Server | None = None,
         open_connections: OpenConnections | None = None,
+        version: str | None = None,
     ) -> None:
-        super().__init__()
-        template = template if template is not None else cherrypy.server
+        self.bus = bus
         for name in TUNABLES:
-            configured = f"server.{name}" in cherrypy.config or name not in DEFAULTS
-            setattr(self, name, getattr(template, name) if configured else DEFAULTS[name])
+            setattr(self, name, settings[name])
         self.binding = binding
+        self.wsgi_app = wsgi_app
+        self.version = version
+        self.running = False
+        self.interrupt: BaseException | None = None
         sockname = binding.sock.getsockname()
-        self.bind_addr = (
+        self.bind_addr: Any = (
             binding.address if binding.sock.family == socket.AF_UNIX else tuple(sockname[:2])
         )
         self.httpserver = ListenerHTTPServer(self, binding, ssl_adapter, open_connections)
@@ -386,8 +452,12 @@ class ListenerServer(Server):  # type: ignore[misc]
     def description(self) -> str:
         return self.binding.url
 
+    def subscribe(self) -> None:
+        self.bus.subscribe("start", self.start, 75)
+        self.bus.subscribe("stop", self.stop, 25)
+
     def start(self) -> None:
-        if self.running:  # type: ignore[has-type]
+        if self.running:
             return
         self.interrupt = None
         thread = threading.Thread(
@@ -398,13 +468,24 @@ class ListenerServer(Server):  # type: ignore[misc]
         self.running = True
         self.bus.log(f"Serving on {self.binding.url}")
 
-    start.priority = 75  # type: ignore[attr-defined]
+    def _start_http_thread(self) -> None:
+        """As CherryPy's: an error in the server's thread stops the whole bus."""
+        try:
+            self.httpserver.start()
+        except (KeyboardInterrupt, SystemExit):
+            self.interrupt = sys.exc_info()[1]
+            self.bus.exit()
+        except Exception:
+            self.interrupt = sys.exc_info()[1]
+            self.bus.log("Error in HTTP server: shutting down", traceback=True, level=40)
+            self.bus.exit()
+            raise
 
     def wait(self) -> None:
         while not getattr(self.httpserver, "ready", False):
             if self.interrupt:
                 raise self.interrupt
-            time.sleep(0.01)
+            time.sleep(0.001)
 
     def stop(self) -> None:
         if not self.running:
@@ -418,5 +499,3 @@ class ListenerServer(Server):  # type: ignore[misc]
                 level=30,
             )
         self.bus.log(f"Stopped serving on {self.binding.url}")
-
-    stop.priority = 25  # type: ignore[attr-defined]
