@@ -196,3 +196,10 @@ def test_the_failure_record_keeps_the_first_failure_and_goes_on_success(tmp_path
     _clear_failure(spec)
     assert not record.exists()
     assert read_retry(spec.tls)[0] == 0
+
+
+def test_the_timer_job_treats_a_busy_lock_as_success() -> None:
+    """75 (acmelock.py: another job holds the lock and does the work) is a success for the
+    timer's run, so meeting a manual ``cert renew`` does not leave the unit failed."""
+    service = directives(render_units(spec_of(), OPTIONS)["app-cert-renew.service"])
+    assert ("SuccessExitStatus", "75") in service
