@@ -87,8 +87,11 @@ def test_install_issues_from_pebble_and_the_job_renews(container: Container) -> 
     result = box.run(["systemctl", "show", "-p", "Result", "--value", "hello-cert-renew.service"])
     assert result.stdout.strip() == "success", box.journal("hello-cert-renew.service")
     assert "Pebble Intermediate" in served_issuer(box)
-    for key in ("hello.key", "acme-account.pem"):
+    # the keys, and the lock the sandboxed job took (acmelock.py): root's, 0600
+    for key in ("hello.key", "acme-account.pem", "hello.crt.acme-lock"):
         assert box.run(["stat", "-c", "%a %U", f"{TLS_DIR}/{key}"]).stdout == "600 root\n"
+    # the app's journal names the validation it answered (runtime/acmelog.py)
+    assert f"answered the http-01 validation for {HOST} to " in box.journal("hello.service")
     assert box.run(["systemctl", "is-active", "hello-cert-renew.timer"]).stdout.strip() == "active"
 
     # A short-lived certificate past two thirds of its life: the job renews it and restarts.
