@@ -79,3 +79,13 @@ def test_a_second_job_refuses_while_the_first_orders(
         assert "cannot reach the ACME directory" in third.stderr
     finally:
         first.stop()
+
+
+def test_a_missing_certificate_directory_is_named(tmp_path: Path) -> None:
+    description = _describe(tmp_path, 9)  # discard: never reached
+    (tmp_path / "tls").rmdir()
+    done = _renew(description)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"cpsysd: error: directory {tmp_path}/tls does not exist (create it first)\n"
+    )

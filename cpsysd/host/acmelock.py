@@ -48,6 +48,8 @@ def renewal_lock(cert: str, unit: str) -> Iterator[None]:
         # O_NOFOLLOW: a link planted there must not make root create or lock another file.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as err:
+        if err.errno == errno.ENOENT:  # what writing the certificate would have said
+            raise TLSError(f"directory {path.parent} does not exist", "create it first") from None
         raise TLSError(
             f"cannot open the renewal lock {path}: {err.strerror}",
             "the certificate's directory must be root's and writable by the renewal job",
