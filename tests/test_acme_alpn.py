@@ -103,12 +103,15 @@ def test_only_an_acme_tls_client_gets_the_challenge_certificate(
     names = challenge.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == [HOST]
     assert challenge.public_key() != normal.public_key()
+    # one line for the journal (stderr here): the name and the validator's address
+    assert f"answered the tls-alpn-01 validation for {HOST} to 127.0.0.1:" in proc.output()
 
     # acme-tls/1 among others (no validator does that), or for a name without a pending
     # challenge, or without SNI: the normal certificate
     for name, alpn in [(HOST, ["acme-tls/1", "http/1.1"]), ("other.test", ["acme-tls/1"])]:
         cert, _ = _handshake(port, name, alpn)
         assert cert == normal, (name, alpn)
+    assert proc.output().count("answered the tls-alpn-01") == 1  # only the one answered
     # and the app is served as before on a normal connection
     context = ssl.create_default_context()
     context.check_hostname = False

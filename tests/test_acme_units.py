@@ -196,3 +196,42 @@ def test_the_failure_record_keeps_the_first_failure_and_goes_on_success(tmp_path
     _clear_failure(spec)
     assert not record.exists()
     assert read_retry(spec.tls)[0] == 0
+
+
+def test_the_timer_job_treats_a_busy_lock_as_success() -> None:
+    """75 (acmelock.py: another job holds the lock and does the work) is a success for the
+    timer's run, so meeting a manual ``cert renew`` does not leave the unit failed."""
+    service = directives(render_units(spec_of(), OPTIONS)["app-cert-renew.service"])
+    assert ("SuccessExitStatus", "75") in service
+
+
+def test_user_mode_refuses_the_system_runtime_paths(tmp_path: Path) -> None:
+    """A user manager's RuntimeDirectory= is under $XDG_RUNTIME_DIR, not /run/cpsysd: --user
+    with the default answer and status directories is refused in one line; named ones work."""
+    user = RenderOptions("/home/u/.local/state/cpsysd/app.toml", user_mode=True)
+    with pytest.raises(SpecError) as caught:
+        render_units(spec_of(acme_challenge_dir="/home/u/acme"), user)
+    assert caught.value.field == "tls.acme"
+    assert "acme_status_dir cannot be the default under /run/cpsysd" in caught.value.message
+    assert "acme_challenge_dir" not in caught.value.message
+    assert "set [tls] acme_status_dir" in (caught.value.hint or "")
+    named = spec_of(acme_challenge_dir="/home/u/acme", acme_status_dir="/home/u/acme-status")
+    service = render_units(named, user)["app-cert-renew.service"]
+    assert "/run/cpsysd" not in service
+    assert "RuntimeDirectory=" not in service
+    # And through the command line: one line, exit 2, no traceback.
+    description = tmp_path / "cpsysd.toml"
+    description.write_text(
+        f'name = "app"\nentry = "app:Root"\npython = "{sys.executable}"\n'
+        'listen = ["80", "443=https"]\n[tls]\ncert = "/etc/cpsysd/tls/app.pem"\n'
+        'key = "/etc/cpsysd/tls/app.key"\nacme = "letsencrypt"\nhosts = ["app.example.org"]\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cpsysd", "generate", "-c", str(description), "-o", "-", "--user"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "acme_challenge_dir and acme_status_dir cannot be the default" in done.stderr

@@ -134,17 +134,29 @@ def renew_acme_certificate(
     spec: AppSpec, force: bool = False, now: datetime.datetime | None = None
 ) -> tuple[bool, str]:
     """Renew ``spec``'s ACME certificate when due (or ``force``); ``(renewed, report)``.
-    Raises :class:`~cpsysd.tls.acme.AcmeError` naming the cause, the fix and the next try."""
+    Raises :class:`~cpsysd.tls.acme.AcmeError` naming the cause, the fix and the next try, and
+    :class:`~cpsysd.host.acmelock.RenewalRunning` while another job renews it."""
+    from cpsysd.host.acmelock import renewal_lock
+    from cpsysd.tls.x509 import utc_now
+
+    tls = spec.tls
+    if tls is None or tls.acme is None or spec.acme_challenge_dir is None:
+        raise TLSError(f"{spec.name} has no ACME certificate", 'set [tls] acme = "letsencrypt"')
+    # One job at a time (acmelock.py): the sweep below removes every answer it finds.
+    with renewal_lock(tls.cert, f"{spec.name}-cert-renew.service"):
+        return _renew_locked(spec, force, now or utc_now())
+
+
+def _renew_locked(spec: AppSpec, force: bool, now: datetime.datetime) -> tuple[bool, str]:
     from cpsysd.host.renewkeys import _passphrases
     from cpsysd.tls import certfiles
     from cpsysd.tls.acme import AcmeError, AcmeOrder, obtain_certificate, sweep_challenge_answers
     from cpsysd.tls.pki import Certificate
-    from cpsysd.tls.x509 import utc_now
 
     tls, challenges = spec.tls, spec.acme_challenge_dir
-    if tls is None or tls.acme is None or challenges is None:
-        raise TLSError(f"{spec.name} has no ACME certificate", 'set [tls] acme = "letsencrypt"')
-    now = now or utc_now()
+    assert tls is not None
+    assert tls.acme is not None
+    assert challenges is not None
     cert_path, key_path = Path(tls.cert), Path(tls.key)
     # A job killed between publishing a file and removing its staging copy leaves that copy
     # (the account key's too: it is written once, so no later write would sweep it).

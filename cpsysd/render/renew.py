@@ -76,6 +76,8 @@ def render_renew_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:
         return {}
     timer, service = names
     tls = spec.tls
+    if options.user_mode and tls.acme is not None:
+        _refuse_user_runtime_paths(tls)
     argv = [spec.python, "-m", "cpsysd", "cert", "renew", "-c", options.description_path]
     if options.user_mode:
         argv.append("--user")
@@ -125,6 +127,29 @@ def render_renew_units(spec: AppSpec, options: RenderOptions) -> dict[str, str]:
             user_mode=options.user_mode,
         ),
     }
+
+
+def _refuse_user_runtime_paths(tls: TLSConfig) -> None:
+    """ACME under ``--user`` needs its answer and status directories named: the defaults are
+    under /run/cpsysd, but a user manager puts RuntimeDirectory= under $XDG_RUNTIME_DIR, so the
+    job would write where the app never looks (or not at all: /run/cpsysd is root's). The
+    description, and with it the runtime, cannot know the user's $XDG_RUNTIME_DIR."""
+    unset = [
+        key
+        for key, value in (
+            ("acme_challenge_dir", tls.acme_challenge_dir),
+            ("acme_status_dir", tls.acme_status_dir),
+        )
+        if not value
+    ]
+    if unset:
+        raise SpecError(
+            "tls.acme",
+            f"with --user, {' and '.join(unset)} cannot be the default under /run/cpsysd "
+            "(a user manager's RuntimeDirectory= is under $XDG_RUNTIME_DIR)",
+            f"set [tls] {' and '.join(unset)} to directories this user owns, or install "
+            "without --user",
+        )
 
 
 def _issuer(tls: TLSConfig) -> str:

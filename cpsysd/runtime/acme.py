@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from cpsysd.runtime.acmelog import AnswerLog, default_log
+
 PREFIX = "/.well-known/acme-challenge/"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 MAX_ANSWER = 1024  # a key authorization is token "." thumbprint: about 130 bytes
@@ -45,8 +47,10 @@ def read_small_file(path: str) -> bytes | None:
         os.close(fd)
 
 
-def with_challenges(app: WSGIApp, directory: str) -> WSGIApp:
-    """``app``, with ``/.well-known/acme-challenge/`` answered from ``directory`` first."""
+def with_challenges(app: WSGIApp, directory: str, log: AnswerLog | None = None) -> WSGIApp:
+    """``app``, with ``/.well-known/acme-challenge/`` answered from ``directory`` first; each
+    answer is a (rate-limited) line in ``log``, the process's own by default."""
+    answers = log or default_log()
 
     def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -59,6 +63,9 @@ def with_challenges(app: WSGIApp, directory: str) -> WSGIApp:
             body = b"no such ACME challenge\n"
             start_response("404 Not Found", [_TYPE, ("Content-Length", str(len(body)))])
             return [body]
+        host = str(environ.get("HTTP_HOST") or environ.get("SERVER_NAME") or "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        answers.answered("http-01", name, _remote(environ))
         start_response("200 OK", [_TYPE, ("Content-Length", str(len(answer)))])
         return [answer] if environ.get("REQUEST_METHOD") == "GET" else []
 
@@ -66,3 +73,9 @@ def with_challenges(app: WSGIApp, directory: str) -> WSGIApp:
 
 
 _TYPE = ("Content-Type", "text/plain")
+
+
+def _remote(environ: dict[str, Any]) -> str:
+    host, port = str(environ.get("REMOTE_ADDR") or "-"), environ.get("REMOTE_PORT")
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port else host

@@ -26,6 +26,7 @@ import ssl
 from typing import Any
 
 from cpsysd.runtime.acme import read_small_file
+from cpsysd.runtime.acmelog import AnswerLog, default_log, peer_of
 from cpsysd.runtime.clienthello import ClientHello, needed, parse_client_hello, peek_first_record
 
 ACME_TLS = b"acme-tls/1"  # RFC 8737 section 6.2
@@ -83,8 +84,9 @@ class ChallengeContexts:
     """The contexts for pending challenges in ``directory``, made on first use and kept while
     the key authorization stays the same."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, log: AnswerLog | None = None) -> None:
         self.directory = os.path.join(directory, SUBDIRECTORY)
+        self.log = log or default_log()
         self._made: dict[tuple[str, bytes], ssl.SSLContext] = {}
 
     def context_for(self, hello: ClientHello) -> ssl.SSLContext | None:
@@ -148,10 +150,12 @@ def choose_context(sock: Any, challenges: ChallengeContexts) -> str | None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
         return ""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
-    context = challenges.context_for(parse_client_hello(head))
+    hello = parse_client_hello(head)
+    context = challenges.context_for(hello)
     if context is None:
         return "normal"
     # OpenSSL takes certificate and ALPN from the new SSL_CTX (SSL_set_SSL_CTX, as an SNI
     # callback does); nothing has been read from the socket yet
     sock.context = context
+    challenges.log.answered("tls-alpn-01", hello.server_name or "-", peer_of(sock))
     return "challenge"

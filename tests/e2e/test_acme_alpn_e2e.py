@@ -34,6 +34,8 @@ def test_install_issues_over_tls_alpn_01(container: Container) -> None:
     result = box.run(["systemctl", "show", "-p", "Result", "--value", "hello-cert-renew.service"])
     assert result.stdout.strip() == "success", box.journal("hello-cert-renew.service")
     assert "Pebble Intermediate" in served_issuer(box)
+    # the app's journal names the validation it answered (runtime/acmelog.py)
+    assert f"answered the tls-alpn-01 validation for {HOST} to " in box.journal("hello.service")
     for key in ("hello.key", "acme-account.pem"):
         assert box.run(["stat", "-c", "%a %U", f"{TLS_DIR}/{key}"]).stdout == "600 root\n"
     # the answers go with the order (and the job's RuntimeDirectory with the job)

@@ -87,8 +87,11 @@ def test_install_issues_from_pebble_and_the_job_renews(container: Container) -> 
     result = box.run(["systemctl", "show", "-p", "Result", "--value", "hello-cert-renew.service"])
     assert result.stdout.strip() == "success", box.journal("hello-cert-renew.service")
     assert "Pebble Intermediate" in served_issuer(box)
-    for key in ("hello.key", "acme-account.pem"):
+    # the keys, and the lock the sandboxed job took (acmelock.py): root's, 0600
+    for key in ("hello.key", "acme-account.pem", "hello.crt.acme-lock"):
         assert box.run(["stat", "-c", "%a %U", f"{TLS_DIR}/{key}"]).stdout == "600 root\n"
+    # the app's journal names the validation it answered (runtime/acmelog.py)
+    assert f"answered the http-01 validation for {HOST} to " in box.journal("hello.service")
     assert box.run(["systemctl", "is-active", "hello-cert-renew.timer"]).stdout.strip() == "active"
 
     # A short-lived certificate past two thirds of its life: the job renews it and restarts.
@@ -118,3 +121,23 @@ def test_install_issues_from_pebble_and_the_job_renews(container: Container) -> 
     )
     assert "restarted hello.service" in box.journal("hello-cert-renew.service")
     assert "Pebble Intermediate" in served_issuer(box)
+
+    # The timer's job while another holds the lock (flock(1), as a manual cert renew would):
+    # it says so in one line and exits 75, which its unit counts as success (acmelock.py).
+    lock = f"{TLS_DIR}/hello.crt.acme-lock"
+    box.run(["systemd-run", "--unit=acme-lock-holder", "flock", lock, "sleep", "300"])
+    try:
+        wait_until(
+            lambda: box.run(["flock", "-n", lock, "true"], check=False).returncode == 1,
+            what="the lock holder",
+        )
+        box.run(["systemctl", "start", "hello-cert-renew.service"])
+        result = box.run(
+            ["systemctl", "show", "-p", "Result,ExecMainStatus", "hello-cert-renew.service"]
+        )
+        assert result.stdout == "Result=success\nExecMainStatus=75\n", result.stdout
+        assert "a renewal of /etc/cpsysd/tls/hello.crt is already running" in box.journal(
+            "hello-cert-renew.service"
+        )
+    finally:
+        box.run(["systemctl", "stop", "acme-lock-holder.service"], check=False)
