@@ -162,7 +162,18 @@ class _Connection(HTTPConnection):
 
 
 class _WorkerPool(threadpool.ThreadPool):
-    """cheroot's pool with daemon threads, a non-blocking ``try_put`` and a bounded ``stop``."""
+    """cheroot's pool with daemon threads, a non-blocking ``try_put`` and a bounded ``stop``.
+
+    A worker that hands back a kept-alive connection whose next request has arrived already
+    (gate.py's put()) keeps it when nothing else waits in the queue: it is served next by the
+    same thread, without waking another one and passing the GIL to it (measured as the
+    largest share of the futex(2) calls per request). With anything queued it goes to the
+    back of the queue, so a busy connection never overtakes a waiting one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._local = threading.local()  # .worker: a thread of this pool; .next: its own
+        self.get = self._next  # cheroot's workers call pool.get(), set to its queue's get
 
     def _spawn_worker(self) -> threadpool.WorkerThread:
         worker = threadpool.WorkerThread(self.server)  # type: ignore[no-untyped-call]
@@ -184,7 +195,25 @@ class _WorkerPool(threadpool.ThreadPool):
                 time.sleep(0.001)
         threads.extend(workers)
 
+    def _next(self) -> Any:
+        """The connection a worker serves next: its own kept one, else the queue's first."""
+        local = self._local
+        item = getattr(local, "next", None)
+        if item is not None:
+            local.next = None
+            return item
+        local.worker = True
+        return self._queue.get()  # type: ignore[attr-defined]
+
     def try_put(self, item: object) -> bool:
+        local = self._local
+        if (
+            getattr(local, "worker", False)
+            and getattr(local, "next", None) is None
+            and not self._queue.qsize()  # type: ignore[attr-defined]
+        ):
+            local.next = item
+            return True
         try:
             self._queue.put_nowait(item)  # type: ignore[attr-defined]
         except queue.Full:
