@@ -27,7 +27,10 @@ from benchlib import BENCH, Section, say
 from config import Config
 from report import write_results
 
-SECTIONS = ("throughput", "scaling", "coldstart", "clilatency", "tlsbench", "memory", "perrequest")
+SECTIONS = (
+    "throughput", "scaling", "overload", "coldstart", "clilatency", "tlsbench", "memory",
+    "perrequest",
+)  # fmt: skip
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
