@@ -133,3 +133,29 @@ def test_connections_queued_together_are_accepted_in_one_turn_without_polling(
     assert not [line for line in between if "epoll_wait(" in line], lines
     listeners = {m.group(1) for line in lines if (m := re.search(r"accept4?\((\d+), ", line))}
     assert not [line for line in lines for fd in listeners if f"poll([{{fd={fd}," in line], lines
+
+
+def test_a_connection_is_kept_alive_beside_more_than_ten_idle_ones(tmp_path: Path) -> None:
+    """server.py: cheroot closed every connection after its response ("Connection: close")
+    while more than 10 others waited in its selector; the bound is half the descriptor limit
+    now, so 12 idle kept-alive connections do not turn the next one into a new TCP
+    connection per request."""
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    with server(tmp_path / "app") as proc:
+        idle = []
+        try:
+            for _ in range(12):
+                sock = socket.create_connection(("127.0.0.1", proc.port), timeout=10)  # type: ignore[attr-defined]
+                idle.append(sock)
+                sock.sendall(request)
+                _response(sock)  # served, then waiting in the selector for its next request
+            time.sleep(0.3)
+            with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:  # type: ignore[attr-defined]
+                for _ in range(2):
+                    sock.sendall(request)
+                    response = _response(sock)
+                    assert response.endswith(b"hello\n")
+                    assert b"Connection: close" not in response, response
+        finally:
+            for sock in idle:
+                sock.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import queue
+import resource
 import socket
 import struct
 import termios
@@ -268,6 +269,13 @@ class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
             # (SO_PEERCRED, unix(7)) are what identifies the client; there is no address.
             self.peercreds_enabled = True
         self.abandoned = 0
+        # cheroot answers "Connection: close" whenever more than 10 connections wait in its
+        # selector (idle keep-alive ones, and here those whose header block is not complete):
+        # at 64 busy connections, or beside 10 slow clients, every request then paid a new
+        # TCP connection, and under overload the reconnects queued behind each other. Idle
+        # connections are bounded by socket_timeout (closed after it) and by descriptors
+        # (accepting.py); half the descriptor limit leaves the rest for requests and files.
+        self.keep_alive_conn_limit = max(10, _descriptor_limit() // 2)
         self.deadline: float | None = None  # set by begin_stop(); time.monotonic()
         # seconds a request may wait for a worker; the bound on their number is the queue's
         self.queue_timeout = float(adapter.accepted_queue_timeout or 0)
@@ -345,6 +353,12 @@ class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
         if len(busy) < len(threads):
             return True
         return None if previous is None else progress != previous
+
+
+def _descriptor_limit() -> int:
+    """The soft RLIMIT_NOFILE (systemd's LimitNOFILE=, 1024 unless set), getrlimit(2)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1024 if soft == resource.RLIM_INFINITY else int(soft)
 
 
 LINGER_SECONDS = 1.0
