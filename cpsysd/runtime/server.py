@@ -59,12 +59,15 @@ TUNABLES = (
 # Where the app's config does not set them. CherryPy's body limit is 100 MiB, and a 100 MB
 # urlencoded upload was measured to cost 280-350 MiB of RSS; 10 MiB is the generated nginx
 # site's client_max_body_size, so the two agree. CherryPy's queue for a free worker has no bound
-# (-1) and its timeout (10 s) only made the accepting thread wait: here past 100 queued
-# requests, or after 5 s in the queue, a request is answered 503 (gate.py).
+# (-1) and its timeout (10 s) only made the accepting thread wait: here past 500 queued
+# requests, or after 5 s in the queue, a request is answered 503 (gate.py). 500: with 100,
+# 500 connections at overload (bench/overload.py, two instances) got a third of their
+# answers as 503 although the queue ahead of them was 30-40 ms of work; with 500 they were
+# served in order with a p99 below gunicorn's, and the 5 s bound still caps a slow app.
 DEFAULTS: dict[str, int] = {
     "max_request_body_size": 10 * 1024 * 1024,
     "max_request_header_count": MAX_HEADER_COUNT,
-    "accepted_queue_size": 100,
+    "accepted_queue_size": 500,
     "accepted_queue_timeout": 5,
 }
 _V4_MAPPED = "::ffff:"
