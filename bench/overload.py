@@ -163,8 +163,10 @@ def run(cfg: Config) -> Section:
         "cpsysd serve x2: two processes on one SO_REUSEPORT port with Backlog 1024 each, as "
         "systemd passes them; gunicorn's backlog is its default 2048; uWSGI gets "
         f"`--listen {BACKLOG}` (its default 100 would drop SYNs at this load). Errors are every "
-        "socket error wrk counts (connect, read: a connection closed or reset without an "
-        "answer, write, timeout); non-2xx answers are shown apart (cpsysd's 503 with "
-        "Retry-After past `accepted_queue_size` or `accepted_queue_timeout`)."
+        "socket error wrk counts (connect, read, write, timeout); non-2xx answers are shown "
+        "apart (cpsysd's 503 with Retry-After past `accepted_queue_size` or "
+        "`accepted_queue_timeout`). uWSGI's read errors are its closes after every response "
+        "(its http-socket does not keep connections alive and wrk expects HTTP/1.1 to): "
+        "about one per request, its requests themselves were answered."
     )
     return section
