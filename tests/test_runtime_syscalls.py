@@ -95,46 +95,6 @@ def test_a_kept_alive_connection_costs_one_send_per_response_and_no_selector_tri
     assert len(registered) == 3, ours
 
 
-def test_connections_queued_together_are_accepted_in_one_turn_without_polling(
-    tmp_path: Path,
-) -> None:
-    """accepting.py: every queued connection is accepted when the listener is readable, with
-    no poll() before each accept() (the listener is non-blocking), where cheroot took one per
-    turn of its selector loop (an epoll_wait(2) between two accepts)."""
-    count = 8
-    with server(tmp_path / "app") as proc:
-        get_json(proc.address)  # type: ignore[attr-defined]
-        log = tmp_path / "strace.log"
-        tracer = _traced(proc.pid, log, "trace=accept4,accept,epoll_wait,poll")
-        socks = []
-        try:
-            proc.signal(signal.SIGSTOP)  # the kernel queues them all before we accept any
-            try:
-                socks = [
-                    socket.create_connection(("127.0.0.1", proc.port), timeout=10)  # type: ignore[attr-defined]
-                    for _ in range(count)
-                ]
-            finally:
-                proc.signal(signal.SIGCONT)
-            for sock in socks:
-                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            for sock in socks:
-                assert _response(sock).endswith(b"hello\n")
-        finally:
-            for sock in socks:
-                sock.close()
-            tracer.send_signal(signal.SIGINT)
-            tracer.wait(10)
-    lines = log.read_text().splitlines()
-    done = re.compile(r"accept4?(\(\d+, | resumed>).*\) = \d+$")  # strace -f splits some
-    accepted = [i for i, line in enumerate(lines) if done.search(line)]
-    assert len(accepted) == count, lines
-    between = lines[accepted[0] : accepted[-1]]
-    assert not [line for line in between if "epoll_wait(" in line], lines
-    listeners = {m.group(1) for line in lines if (m := re.search(r"accept4?\((\d+), ", line))}
-    assert not [line for line in lines for fd in listeners if f"poll([{{fd={fd}," in line], lines
-
-
 def test_a_connection_is_kept_alive_beside_more_than_ten_idle_ones(tmp_path: Path) -> None:
     """server.py: cheroot closed every connection after its response ("Connection: close")
     while more than 10 others waited in its selector; the bound is half the descriptor limit

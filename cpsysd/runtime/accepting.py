@@ -9,9 +9,6 @@ idle clients than RLIMIT_NOFILE (systemd's default soft limit is 1024) hold the 
 doubles while accept() keeps failing (10 ms to 1 s), and logs one line when that starts and then
 at most one a minute. Connections wait in the kernel's queue (systemd's Backlog=) meanwhile, as
 they do behind a busy server, and are accepted as soon as descriptors are free again.
-
-It also accepts every queued connection (up to :data:`ACCEPT_BATCH`) when the listener is
-readable, where cheroot takes one per turn of its selector loop.
 """
 
 from __future__ import annotations
@@ -29,7 +26,6 @@ _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 FIRST_PAUSE = 0.01
 LONGEST_PAUSE = 1.0
 LOG_INTERVAL = 60.0
-ACCEPT_BATCH = 64
 
 
 class BackoffConnections(connections.ConnectionManager):
@@ -47,20 +43,6 @@ class BackoffConnections(connections.ConnectionManager):
         self._selector = _PausingSelector(self._selector, self)
 
     def _from_server_socket(self, server_socket: Any) -> Any:
-        """Accept what is queued, up to ACCEPT_BATCH connections (handed on as they come),
-        and return the last. cheroot accepts one per selector turn, and under overload a turn
-        is slow (every system call of the selector thread waits for the GIL again), so new
-        connections, among them every client reconnecting after a 503, waited in the backlog.
-        Needs the listener non-blocking (server.py), so an empty queue ends the batch."""
-        conn = self._accept_one(server_socket)
-        for _ in range(ACCEPT_BATCH - 1):
-            if conn is None or server_socket.gettimeout() != 0:
-                break
-            self.server.process_conn(conn)
-            conn = self._accept_one(server_socket)
-        return conn
-
-    def _accept_one(self, server_socket: Any) -> Any:
         try:
             conn = super()._from_server_socket(server_socket)  # type: ignore[misc]
         except OSError as err:

@@ -292,12 +292,9 @@ class ListenerHTTPServer(CPWSGIServer):  # type: ignore[misc]
         if self.software is None:  # type: ignore[has-type]
             self.software = f"{self.version} Server"
         self.socket = self.binding.sock
-        # accept() in the selector thread never blocks: an empty queue ends accepting.py's
-        # batch at once, and a connection taken by another process on the same socket
-        # (Sockets= during a deploy swap) costs an EAGAIN, where cheroot's timeout of 1 s
-        # stalled the selector loop for up to that long. O_NONBLOCK is shared with systemd's
-        # copy of the socket, which systemd does not mind.
-        self.socket.settimeout(0.0)
+        # As cheroot does: accept() in the selector thread never blocks for long. Note that
+        # O_NONBLOCK is shared with systemd's copy of the socket, which systemd does not mind.
+        self.socket.settimeout(1)
         self._connections = GatedConnections(self)
         self.requests.start()
         self.ready = True
