@@ -28,8 +28,8 @@ from config import Config
 from report import write_results
 
 SECTIONS = (
-    "throughput", "scaling", "coldstart", "clilatency", "tlsbench", "memory", "perrequest",
-    "prodshape", "idlemem", "deploywait",
+    "throughput", "scaling", "overload", "coldstart", "clilatency", "tlsbench", "memory",
+    "perrequest", "prodshape", "idlemem", "deploywait",
 )  # fmt: skip
 
 

@@ -32,6 +32,11 @@ from benchlib import (
 
 APPS = BENCH / "apps"
 CPSYSD_SERVE = [PYTHON, "-m", "cpsysd", "serve", "-c", str(HELLO_TOML)]
+# The same app in CherryPy's "production" environment, as wsgi_hello.py runs it under gunicorn
+# and uWSGI: the scaling and overload sections compare servers, not environments.
+CPSYSD_PRODUCTION = [
+    PYTHON, "-m", "cpsysd", "serve", "-c", str(APPS / "production" / "cpsysd.toml")
+]  # fmt: skip
 PLAIN_CHERRYPY = [PYTHON, str(APPS / "plain_cherrypy.py")]
 
 
@@ -116,18 +121,22 @@ def gunicorn_argv(port: int, worker_class: str, workers: int = 2, threads: int =
     argv = [str(VENV / "bin" / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", str(workers)]
     argv.append("--no-control-socket")  # gunicorn >= 25 would create ~/.gunicorn otherwise
     argv += ["-k", worker_class, "--chdir", str(APPS), "--log-level", "warning"]
+    # one access line per request (to stdout, /dev/null or the log), as cpsysd serve writes
+    argv += ["--access-logfile", "-"]
     if worker_class == "gthread":
         argv += ["--threads", str(threads)]
     return [*argv, "wsgi_hello:application"]
 
 
-def uwsgi_argv(port: int, processes: int = 2) -> list[str]:
-    """Debian's uWSGI with its python3 plugin, using the venv's packages (same CherryPy)."""
+def uwsgi_argv(port: int, processes: int = 2, listen: int = 100) -> list[str]:
+    """Debian's uWSGI with its python3 plugin, using the venv's packages (same CherryPy). Its
+    request log stays on (one line per request to stderr, as cpsysd serve writes its access
+    log); ``listen`` is its backlog (uWSGI's default 100; the kernel caps it at somaxconn)."""
     return [
         "uwsgi", "--plugin", "python3", "--http-socket", f"127.0.0.1:{port}",
         "--master", "--processes", str(processes), "--virtualenv", str(VENV),
         "--chdir", str(APPS), "--module", "wsgi_hello:application",
-        "--disable-logging", "--die-on-term", "--need-app", "--lazy-apps",
+        "--listen", str(listen), "--die-on-term", "--need-app", "--lazy-apps",
     ]  # fmt: skip
 
 

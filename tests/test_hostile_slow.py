@@ -207,8 +207,9 @@ def test_a_trickled_header_block_is_cut_at_the_deadline(tmp_path: Path) -> None:
 
 
 def test_a_full_queue_is_answered_503_at_once(tmp_path: Path) -> None:
-    # 2 request threads hang; the defaults queue 100 requests behind them, the rest get 503
-    with server(tmp_path / "app", "server.thread_pool = 2\n") as proc:
+    # 2 request threads hang; 100 requests queue behind them, the rest get 503
+    conf = "server.thread_pool = 2\nserver.accepted_queue_size = 100\n"
+    with server(tmp_path / "app", conf) as proc:
         hung = [
             socket.create_connection(("127.0.0.1", proc.port))  # type: ignore[attr-defined]
             for _ in range(2)
@@ -235,6 +236,35 @@ def test_a_full_queue_is_answered_503_at_once(tmp_path: Path) -> None:
     for response in refused:
         assert response.startswith(b"HTTP/1.1 503 "), response
         assert b"\r\nRetry-After: 1\r\n" in response, response
+
+
+def test_by_default_150_queued_requests_wait_for_a_thread_instead_of_503(tmp_path: Path) -> None:
+    # the default bound is 500 (server.py: at 100, overload answered a third of it 503)
+    with server(tmp_path / "app", "server.thread_pool = 1\n") as proc:
+        hung = socket.create_connection(("127.0.0.1", proc.port))  # type: ignore[attr-defined]
+        waiting: list[socket.socket] = []
+        try:
+            hung.sendall(b"GET /hang?seconds=20 HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.5)
+            for _ in range(150):
+                sock = socket.create_connection(("127.0.0.1", proc.port))  # type: ignore[attr-defined]
+                waiting.append(sock)
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(1.0)  # a refusal is immediate; the queue timeout (5 s) is far off
+            for sock in waiting:
+                sock.setblocking(False)
+            answered = [sock for sock in waiting if _has_data(sock)]
+        finally:
+            for sock in [hung, *waiting]:
+                sock.close()
+    assert not answered, f"{len(answered)} of 150 queued requests were answered at once"
+
+
+def _has_data(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return False
 
 
 def test_a_request_that_waited_too_long_is_answered_503(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ consumed (bounded) or the connection closed before the next request is read.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -214,6 +215,17 @@ def _discard_known_length(body: KnownLengthRFile, budget: int) -> bool:
 _Request: Any = HTTPRequest  # untyped as CherryPy's CPWSGIHTTPRequest was
 
 
+class _HeldBytes:
+    """Stands in for a connection's writer while cheroot writes a header block."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> int:
+        self.data += data
+        return len(data)
+
+
 class GuardedRequest(_Request):  # type: ignore[misc]
     """CherryPy's request (cheroot's in proxy mode, as CherryPy's CPWSGIHTTPRequest, without
     importing CherryPy) with strict framing: see the module docstring. The limits come from
@@ -224,6 +236,7 @@ class GuardedRequest(_Request):  # type: ignore[misc]
 
     rfile: Any  # the header reader, then the body reader; cheroot's attribute is untyped
     _body_checked = False
+    _held = b""  # the response's header block, not sent yet (send_headers)
 
     def read_request_headers(self) -> bool:
         """cheroot's method with the header count capped and the framing decided strictly."""
@@ -275,20 +288,52 @@ class GuardedRequest(_Request):  # type: ignore[misc]
             self.rfile = StrictChunkedRFile(self.conn.rfile, maximum)
         else:
             self.rfile = KnownLengthRFile(self.conn.rfile, self._length)
-        self.server.gateway(self).respond()
+        try:
+            self.server.gateway(self).respond()
+        except BaseException:
+            # what cheroot had sent already: the header block, then the connection closes
+            with contextlib.suppress(OSError):
+                self._flush_held()
+            raise
         if self.ready:
             self.ensure_headers_sent()
-        if self.chunked_write:
-            self.conn.wfile.write(b"0\r\n\r\n")
+        # a response without a body (HEAD, 204, 304) has only its header block; a chunked
+        # one ends with the last chunk: either goes out in the same send()
+        self._flush_held(b"0\r\n\r\n" if self.chunked_write else b"")
         if not self.close_connection and not self._body_ended():
             self.close_connection = True
 
     def send_headers(self) -> None:
         """Before the status line: read the rest of the body (bounded), or decide to close,
-        so that the response can say ``Connection: close``."""
+        so that the response can say ``Connection: close``. The header block is held back and
+        goes out with the first piece of the body (:meth:`write`), or at the end of
+        :meth:`respond`: cheroot sent it on its own, one more send() (and poll()) per
+        response, and a small response split in two segments."""
         if not self.close_connection and not self._body_ended():
             self.close_connection = True
-        super().send_headers()
+        conn = self.conn
+        wfile, conn.wfile = conn.wfile, _HeldBytes()
+        try:
+            super().send_headers()
+        finally:
+            held, conn.wfile = conn.wfile, wfile
+        self._held = held.data
+
+    def write(self, chunk: bytes) -> None:
+        """cheroot's write(), with the held header block in front of the first piece."""
+        held = self._held
+        if self.chunked_write and chunk:
+            chunk = b"%x\r\n%b\r\n" % (len(chunk), chunk)
+        if held:
+            self._held = b""
+            chunk = held + chunk
+        if chunk:
+            self.conn.wfile.write(chunk)
+
+    def _flush_held(self, tail: bytes = b"") -> None:
+        held, self._held = self._held, b""
+        if held or tail:
+            self.conn.wfile.write(held + tail)
 
     def _body_ended(self) -> bool:
         """True when the body has been read to its end, reading (at most DRAIN_LIMIT bytes of)

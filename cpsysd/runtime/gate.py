@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import ssl
 import time
@@ -75,9 +76,39 @@ def _give_back(rfile: Any, head: bytearray) -> None:
     head.clear()
 
 
+def _plain_nonblocking(sock: Any) -> bool:
+    """A plain socket whose descriptor is O_NONBLOCK already: Python sets it for any timeout
+    (socket(2) ``settimeout``), and cheroot gives accepted sockets ``socket_timeout``."""
+    return not isinstance(sock, ssl.SSLSocket) and sock.gettimeout() is not None
+
+
+def _read_plain(fd: int, head: bytearray, cap: int) -> bool | None:
+    """One ``read(2)`` on a non-blocking descriptor (more while pieces come full): no
+    settimeout() ioctls and no poll() around it, unlike ``socket.recv`` on a socket with a
+    timeout. True when something was read, None when nothing had arrived, False when the peer
+    closed or the connection failed."""
+    got = None
+    while len(head) <= cap:
+        try:
+            data = os.read(fd, _PIECE)
+        except BlockingIOError:
+            return got
+        except OSError:
+            return False
+        if not data:
+            return False
+        head += data
+        got = True
+        if len(data) < _PIECE:  # all there was for now; the selector says when more comes
+            break
+    return got
+
+
 def _read_available(sock: Any, head: bytearray, cap: int, timeout: float) -> bool:
     """Append what has arrived (without waiting) to ``head``; False when the peer closed or
     the connection failed."""
+    if _plain_nonblocking(sock):
+        return _read_plain(sock.fileno(), head, cap) is not False
     sock.settimeout(0.0)
     try:
         while len(head) <= cap:
@@ -129,6 +160,30 @@ class GatedConnections(BackoffConnections):
         self.heartbeat = time.monotonic()
         self.cut = 0  # connections closed at the header deadline
 
+    def put(self, conn: Any) -> None:
+        """A kept-alive connection back from its worker (cheroot's put()). Under load its next
+        request has often arrived already: then it is read here, in the worker, and the
+        connection goes straight to the admission below, without the round trip through
+        the selector thread (register, a wake-up, unregister: two epoll_ctl(2) calls, one
+        epoll_wait(2) and a thread switch per request). Otherwise, or for TLS, as cheroot."""
+        conn.last_used = time.time()
+        if conn.rfile.has_data():
+            self.server.process_conn(conn)
+            return
+        sock = conn.socket
+        if _plain_nonblocking(sock) and _can_prepend(conn.rfile):
+            head = _buffer_of(conn)
+            limit = int(self.server.max_request_header_size or 0) or HEADER_CAP
+            arrived = _read_plain(sock.fileno(), head, limit)
+            if arrived is False:
+                conn.close()
+                return
+            if arrived:
+                conn.head_started = time.monotonic()
+                self._examine(conn, head, 0, limit)
+                return
+        self._selector.register(sock.fileno(), 1, conn)  # selectors.EVENT_READ
+
     def admit(self, conn: Any) -> None:
         """A new connection, a kept-alive one that became readable, or one with buffered data:
         pass it to the pool once its header block is complete, else wait on its socket."""
@@ -149,6 +204,12 @@ class GatedConnections(BackoffConnections):
         if not _read_available(conn.socket, head, limit, float(self.server.timeout)):
             conn.close()
             return
+        self._examine(conn, head, seen, limit)
+
+    def _examine(self, conn: Any, head: bytearray, seen: int, limit: int) -> None:
+        """To the pool if ``head`` holds a whole header block (searched from ``seen`` on),
+        refused if it cannot be HTTP, else back to waiting on the socket."""
+        rfile = conn.rfile
         while head.startswith(b"\r\n"):  # RFC 9112 2.2: ignore empty lines before a request
             del head[:2]
             seen = 0

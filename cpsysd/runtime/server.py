@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import queue
+import resource
 import socket
 import struct
 import sys
@@ -57,12 +58,15 @@ TUNABLES = (
 # Where the app's config does not set them. CherryPy's body limit is 100 MiB, and a 100 MB
 # urlencoded upload was measured to cost 280-350 MiB of RSS; 10 MiB is the generated nginx
 # site's client_max_body_size, so the two agree. CherryPy's queue for a free worker has no bound
-# (-1) and its timeout (10 s) only made the accepting thread wait: here past 100 queued
-# requests, or after 5 s in the queue, a request is answered 503 (gate.py).
+# (-1) and its timeout (10 s) only made the accepting thread wait: here past 500 queued
+# requests, or after 5 s in the queue, a request is answered 503 (gate.py). 500: with 100,
+# 500 connections at overload (bench/overload.py, two instances) got a third of their
+# answers as 503 although the queue ahead of them was 30-40 ms of work; with 500 they were
+# served in order with a p99 below gunicorn's, and the 5 s bound still caps a slow app.
 DEFAULTS: dict[str, int] = {
     "max_request_body_size": 10 * 1024 * 1024,
     "max_request_header_count": MAX_HEADER_COUNT,
-    "accepted_queue_size": 100,
+    "accepted_queue_size": 500,
     "accepted_queue_timeout": 5,
 }
 # CherryPy's own defaults of the other TUNABLES (cherrypy/_cpserver.py), for a WSGI app served
@@ -176,7 +180,18 @@ class _Connection(HTTPConnection):
 
 
 class _WorkerPool(threadpool.ThreadPool):
-    """cheroot's pool with daemon threads, a non-blocking ``try_put`` and a bounded ``stop``."""
+    """cheroot's pool with daemon threads, a non-blocking ``try_put`` and a bounded ``stop``.
+
+    A worker that hands back a kept-alive connection whose next request has arrived already
+    (gate.py's put()) keeps it when nothing else waits in the queue: it is served next by the
+    same thread, without waking another one and passing the GIL to it (measured as the
+    largest share of the futex(2) calls per request). With anything queued it goes to the
+    back of the queue, so a busy connection never overtakes a waiting one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._local = threading.local()  # .worker: a thread of this pool; .next: its own
+        self.get = self._next  # cheroot's workers call pool.get(), set to its queue's get
 
     def _spawn_worker(self) -> threadpool.WorkerThread:
         worker = threadpool.WorkerThread(self.server)  # type: ignore[no-untyped-call]
@@ -198,7 +213,25 @@ class _WorkerPool(threadpool.ThreadPool):
                 time.sleep(0.001)
         threads.extend(workers)
 
+    def _next(self) -> Any:
+        """The connection a worker serves next: its own kept one, else the queue's first."""
+        local = self._local
+        item = getattr(local, "next", None)
+        if item is not None:
+            local.next = None
+            return item
+        local.worker = True
+        return self._queue.get()  # type: ignore[attr-defined]
+
     def try_put(self, item: object) -> bool:
+        local = self._local
+        if (
+            getattr(local, "worker", False)
+            and getattr(local, "next", None) is None
+            and not self._queue.qsize()  # type: ignore[attr-defined]
+        ):
+            local.next = item
+            return True
         try:
             self._queue.put_nowait(item)  # type: ignore[attr-defined]
         except queue.Full:
@@ -277,6 +310,13 @@ class ListenerHTTPServer(_WSGIServer):  # type: ignore[misc]
             # (SO_PEERCRED, unix(7)) are what identifies the client; there is no address.
             self.peercreds_enabled = True
         self.abandoned = 0
+        # cheroot answers "Connection: close" whenever more than 10 connections wait in its
+        # selector (idle keep-alive ones, and here those whose header block is not complete):
+        # at 64 busy connections, or beside 10 slow clients, every request then paid a new
+        # TCP connection, and under overload the reconnects queued behind each other. Idle
+        # connections are bounded by socket_timeout (closed after it) and by descriptors
+        # (accepting.py); half the descriptor limit leaves the rest for requests and files.
+        self.keep_alive_conn_limit = max(10, _descriptor_limit() // 2)
         self.deadline: float | None = None  # set by begin_stop(); time.monotonic()
         # seconds a request may wait for a worker; the bound on their number is the queue's
         self.queue_timeout = float(adapter.accepted_queue_timeout or 0)
@@ -355,6 +395,12 @@ class ListenerHTTPServer(_WSGIServer):  # type: ignore[misc]
         if len(busy) < len(threads):
             return True
         return None if previous is None else progress != previous
+
+
+def _descriptor_limit() -> int:
+    """The soft RLIMIT_NOFILE (systemd's LimitNOFILE=, 1024 unless set), getrlimit(2)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1024 if soft == resource.RLIM_INFINITY else int(soft)
 
 
 LINGER_SECONDS = 1.0
