@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 
 from cpsysd.errors import TLSError
 from cpsysd.host.renewkeys import _key_matches, _passphrases
+from cpsysd.render.releases import RELEASES_DIR
 from cpsysd.render.renew import renewal_chain_path, restart_target
 
 if TYPE_CHECKING:
-    from cpsysd.description.model import TLSConfig
+    from cpsysd.description.model import AppSpec, TLSConfig
 
 
 def renew_certificate(
@@ -89,6 +90,22 @@ def renew_from_description(
     if renewed and restart:
         from cpsysd.host.run import systemctl
 
-        systemctl("try-restart", restart_target(spec), user=user)
-        report += f"; restarted {restart_target(spec)}"
+        units = units_to_restart(spec, user)
+        systemctl("try-restart", *units, user=user)
+        report += f"; restarted {' '.join(units)}"
     return report
+
+
+def units_to_restart(
+    spec: AppSpec, user: bool = False, releases_dir: Path = Path(RELEASES_DIR)
+) -> tuple[str, ...]:
+    """What a renewed certificate restarts (``LoadCredential=`` copies the key only at a start):
+    after ``cpsysd deploy`` the live release's units, which serve the app while the install's
+    own units stay stopped (``try-restart`` of those would do nothing and the old certificate
+    would serve until it expired); else the install's (:func:`restart_target`)."""
+    from cpsysd.host.releases import read_state
+    from cpsysd.host.restart import app_unit_patterns
+
+    if user or read_state(releases_dir / spec.name).live is None:
+        return (restart_target(spec),)
+    return app_unit_patterns(spec.name, user, releases_dir)
