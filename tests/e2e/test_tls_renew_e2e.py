@@ -229,3 +229,37 @@ def test_renewal_keeps_an_encrypted_key_encrypted_and_opens_an_encrypted_ca(
     for where, text in views.items():
         leaked = [needle for needle in needles if needle in text]
         assert leaked == [], f"{where} shows secret material"
+
+
+def test_after_a_deploy_the_renewal_restarts_the_live_release(box: Container) -> None:
+    """After ``cpsysd deploy`` the app runs as ``hello-release@r1.service`` and hello.service is
+    stopped: the renewed certificate must reach the release (a restart: LoadCredential=)."""
+    python = provision(box)
+    box.run([python, "-m", "cpsysd", "cert", "ca", "--dir", CA_DIR])
+    ca = CertificateAuthority.from_pem(
+        box.read_file(f"{CA_DIR}/ca.pem").encode(),
+        box.sh(f"cat {CA_DIR}/ca.key").stdout.encode(),
+    )
+    old = install_with_expiring_cert(box, ca)
+    deployed = box.run([python, "-m", "cpsysd", "deploy", "-c", "/etc/cpsysd/hello.toml"])
+    assert deployed.stdout.startswith("release r1 is live"), deployed.stdout
+    assert served_serial(box) == old.certificate.x509.serial_number
+    release_pid = box.run(
+        ["systemctl", "show", "-p", "MainPID", "--value", "hello-release@r1.service"]
+    ).stdout.strip()
+
+    box.run(["systemctl", "start", "hello-cert-renew.service"])
+    wait_until(
+        lambda: "restarted hello-release@r1.service" in box.journal("hello-cert-renew.service"),
+        what="the renewal report naming the live release",
+    )
+    assert served_serial(box) != old.certificate.x509.serial_number
+    assert (
+        box.run(
+            ["systemctl", "show", "-p", "MainPID", "--value", "hello-release@r1.service"]
+        ).stdout.strip()
+        != release_pid
+    )
+    assert box.run(["systemctl", "is-active", "hello.service"], check=False).stdout.strip() != (
+        "active"
+    )
