@@ -20,10 +20,12 @@ returning).
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import boxlib
@@ -33,6 +35,10 @@ from config import Config
 from cpsysd.harness.container import Container
 
 CLIENTS = 4
+# A/B in the same container and rounds: DEPLOYWAIT_BASELINE=DIR (a tree with cpsysd/, e.g. from
+# git archive) adds "cpsysd deploy (baseline)", the same deploy run by that cpsysd.
+BASELINE = os.environ.get("DEPLOYWAIT_BASELINE")
+BOX_BASELINE = "/opt/cpsysd-baseline"
 APP_PORT, GUNICORN_PORT = 8080, 8090
 DESCRIPTION = "/etc/cpsysd/hello.toml"
 
@@ -74,6 +80,7 @@ class Swap:
     """One replacement under load."""
 
     longest_ms: float  # the longest single request that overlapped the swap
+    steady_longest_ms: float  # the longest in the steady seconds before: the machine's noise
     failed: int  # failed requests over the whole run
     steady_p99_ms: float  # before the swap
     swap_p99_ms: float  # requests overlapping the swap window
@@ -82,7 +89,8 @@ class Swap:
     action_s: float  # how long the action (deploy, restart, reload command) took
     narrow_p99_ms: float  # requests overlapping the socket swap itself (deploy), else = swap
     longest_phase: str  # the deploy's phase the longest request began in ("" otherwise)
-    slow_phases: dict[str, int] = field(default_factory=dict)  # requests over 2x steady p99
+    # per phase: "seconds s, requests, over 2x steady p99, p99 ms" (deploys only)
+    by_phase: dict[str, str] = field(default_factory=dict)
 
 
 def _p99(values: list[float]) -> float:
@@ -161,12 +169,15 @@ def under_load(box: Container, port: int, action: list[str], steady: float) -> S
     longest = max(overlapping, default=(float("nan"), t1))
     phases = _phases(output)
     narrow = [lat for lat, start in overlapping if _in_swap(phases, start, lat)]
-    slow: dict[str, int] = {}
+    by_phase: dict[str, list[float]] = {}
     for lat, start in overlapping:
-        if lat > 2 * _p99(steady_lat):
-            slow[_phase_at(phases, start)] = slow.get(_phase_at(phases, start), 0) + 1
+        by_phase.setdefault(_phase_at(phases, start), []).append(lat)
+    ends = [*(began for _, began in phases[1:]), t2 - 1.0][: len(phases)]
+    seconds = {name: end - began for (name, began), end in zip(phases, ends, strict=True)}
+    limit = 2 * _p99(steady_lat)
     return Swap(
         longest_ms=longest[0] * 1000,
+        steady_longest_ms=max(steady_lat, default=float("nan")) * 1000,
         longest_at=longest[1] - t1,
         action_s=t2 - 1.0 - t1,
         failed=sum(1 for *_, ok in records if not ok),
@@ -175,7 +186,13 @@ def under_load(box: Container, port: int, action: list[str], steady: float) -> S
         requests=len(records),
         narrow_p99_ms=_p99(narrow) * 1000 if phases else _p99(during) * 1000,
         longest_phase=_phase_at(phases, longest[1]) if phases else "",
-        slow_phases=slow if phases else {},
+        by_phase={
+            name: f"{seconds.get(name, float('nan')):.1f} s, {len(lats)} req, "
+            f"{sum(1 for lat in lats if lat > limit)} slow, p99 {_p99(lats) * 1000:.0f} ms"
+            for name, lats in by_phase.items()
+        }
+        if phases
+        else {},
     )
 
 
@@ -195,30 +212,40 @@ def _measure(box: Container, rounds: int, steady: float) -> dict[str, list[Swap]
     boxlib.install(box, "hello", APP_PORT, extra='health_path = "/health"\n')
     deploy = [boxlib.BOX_PYTHON, "-m", "cpsysd", "--debug", "deploy", "-c", DESCRIPTION]
     boxlib.run(box, deploy, timeout=300)  # release r1 replaces hello.service
+    baseline = ["env", f"PYTHONPATH={BOX_BASELINE}", *deploy]
+    if BASELINE:
+        for part in ("cpsysd", "units"):  # the unit templates sit beside the package
+            box.copy_in(f"{BASELINE}/{part}", f"{BOX_BASELINE}/{part}", exclude=["__pycache__"])
+        boxlib.run(box, [boxlib.BOX_PYTHON, "-m", "compileall", "-q", BOX_BASELINE])
     boxlib.add_gunicorn(box, workers=2)
     boxlib.run(box, ["systemctl", "start", f"gunicorn@{GUNICORN_PORT}.service"])
     boxlib.wait_http(box, GUNICORN_PORT)
     results: dict[str, list[Swap]] = {}
     for rep in range(rounds):
         say(f"   round {rep + 1}/{rounds}")
-        runs = {
-            "cpsysd deploy": (APP_PORT, deploy),
-            "systemctl restart": (APP_PORT, ["systemctl", "restart", _live_unit(box)]),
+        # The restart's unit is looked up when its turn comes: the deploys before it in the
+        # round made another release live (and stopped, or pruned, the one live before).
+        runs: dict[str, tuple[int, Callable[[], list[str]]]] = {
+            **({"cpsysd deploy (baseline)": (APP_PORT, lambda: baseline)} if BASELINE else {}),
+            "cpsysd deploy": (APP_PORT, lambda: deploy),
+            "systemctl restart": (APP_PORT, lambda: ["systemctl", "restart", _live_unit(box)]),
             "gunicorn HUP (systemctl reload)": (
                 GUNICORN_PORT,
-                ["systemctl", "reload", f"gunicorn@{GUNICORN_PORT}.service"],
+                lambda: ["systemctl", "reload", f"gunicorn@{GUNICORN_PORT}.service"],
             ),
         }
         for name, (port, action) in runs.items():
-            swap = under_load(box, port, action, steady)
+            swap = under_load(box, port, action(), steady)
             say(
-                f"   {name}: longest {swap.longest_ms:.0f} ms, {swap.failed} failed, p99 "
+                f"   {name}: longest {swap.longest_ms:.0f} ms (steady {swap.steady_longest_ms:.0f} "
+                f"ms), {swap.failed} failed, p99 "
                 f"{swap.swap_p99_ms:.0f} ms (socket swap {swap.narrow_p99_ms:.0f} ms) vs steady "
                 f"{swap.steady_p99_ms:.0f} ms; the longest began {swap.longest_at:+.2f} s into a "
                 f"{swap.action_s:.2f} s action"
                 + (f" ({swap.longest_phase})" if swap.longest_phase else "")
-                + (f"; over 2x steady p99 by phase: {swap.slow_phases}" if swap.slow_phases else "")
             )
+            for phase, figures in swap.by_phase.items():
+                say(f"      {phase}: {figures}")
             results.setdefault(name, []).append(swap)
     return results
 
@@ -245,7 +272,8 @@ def run(cfg: Config) -> Section:
             f"{statistics.median(s.swap_p99_ms for s in swaps):.0f} ms during (socket swap "
             f"{statistics.median(s.narrow_p99_ms for s in swaps):.0f} ms, "
             f"{statistics.median(s.narrow_p99_ms / s.steady_p99_ms for s in swaps):.2f}x) vs "
-            f"{statistics.median(s.steady_p99_ms for s in swaps):.0f} ms steady",
+            f"{statistics.median(s.steady_p99_ms for s in swaps):.0f} ms steady; longest "
+            f"{statistics.median(s.steady_longest_ms for s in swaps):.0f} ms in the steady seconds",
         )
     section.charts.append(
         Chart(
