@@ -27,7 +27,7 @@ from cpsysd.host.releases import (
     remove_release,
     write_state,
 )
-from cpsysd.host.run import background, systemctl, systemd_running
+from cpsysd.host.run import systemctl, systemd_running
 from cpsysd.host.swap import remove_release_units
 from cpsysd.host.swap import swap as swap_units
 from cpsysd.render.common import SYSTEM_STATE_DIR, SYSTEM_UNIT_DIR, socket_unit_name
@@ -143,10 +143,7 @@ def deploy(spec: AppSpec, *, grace: float = GRACE_SEC, keep: int = KEEP,
     _check_same_workers(spec, read_state(places.releases_dir / spec.name), places)
     _check_swappable(spec)
     app_dir = _app_dir(spec.name, places)
-    # All of a deploy runs beside the live release (the build's copy, venv, requirements and
-    # import probe; the swap's systemctl calls): at the lowest priority it takes only the CPU
-    # and disk the live one leaves idle (issue 17: it competed for the cores with the requests).
-    with deploy_lock(app_dir, spec.name), background():
+    with deploy_lock(app_dir, spec.name):
         state = read_state(app_dir)
         number = max([state.last_number, *(r.number for r in list_releases(app_dir))]) + 1
         release_id = f"r{number}"
@@ -168,7 +165,7 @@ def deploy(spec: AppSpec, *, grace: float = GRACE_SEC, keep: int = KEEP,
 def rollback(name: str, *, grace: float = GRACE_SEC, places: Places = Places()) -> Swapped:
     """``cpsysd rollback``: swap back to the release before the live one, the same way."""
     app_dir = _app_dir(name, places)
-    with deploy_lock(app_dir, name), background():  # as deploy() does
+    with deploy_lock(app_dir, name):
         state = read_state(app_dir)
         known = {release.id for release in list_releases(app_dir)}
         if state.previous is None or state.previous not in known:
