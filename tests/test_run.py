@@ -13,16 +13,7 @@ from pathlib import Path
 import pytest
 
 from cpsysd.errors import CommandError
-from cpsysd.host.run import (
-    DEVNULL,
-    PIPE,
-    background,
-    capture,
-    kill_group,
-    run_command,
-    spawn,
-    wait,
-)
+from cpsysd.host.run import DEVNULL, PIPE, capture, kill_group, run_command, spawn, wait
 from tests.conftest import EXAMPLE
 
 
@@ -62,40 +53,6 @@ def test_a_timeout_kills_the_command_and_what_it_started(tmp_path: Path) -> None
         run_command(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"], timeout=0.5)
     assert time.monotonic() - started < 10
     assert not _alive(int(pidfile.read_text()))
-
-
-# A child's nice value, session and autogroup nice (sched(7); "-" without autogroups).
-_PRIORITY = (
-    "import os, pathlib; a = pathlib.Path('/proc/self/autogroup'); "
-    "print(os.getpriority(os.PRIO_PROCESS, 0), os.getsid(0), "
-    "a.read_text().split()[-1] if a.exists() else '-')"
-)
-
-
-def _own_priority() -> tuple[int, str, str]:
-    autogroup = Path("/proc/self/autogroup")
-    group = autogroup.read_text().split()[-1] if autogroup.exists() else "-"
-    return os.getpriority(os.PRIO_PROCESS, 0), group, run_command(["ionice"]).stdout.strip()
-
-
-def test_background_lowers_this_process_and_the_commands_it_starts(tmp_path: Path) -> None:
-    """A deploy's work beside the live release (issue 17): nice 19, idle I/O class, and the
-    commands it starts stay in this session, whose autogroup is lowered too (else each command
-    is a new session: a CPU group of full weight whatever its nice value)."""
-    before = _own_priority()
-    with background():
-        assert os.getpriority(os.PRIO_PROCESS, 0) == 19
-        nice, session, group = run_command([sys.executable, "-c", _PRIORITY]).stdout.split()
-        assert (int(nice), int(session)) == (19, os.getsid(0))
-        assert group in ("19", "-")
-        assert run_command(["ionice"]).stdout.strip() == "idle"
-        # still its own process group: a timeout kills what it started
-        pidfile = tmp_path / "child.pid"
-        with pytest.raises(CommandError, match="did not finish"):
-            run_command(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"], timeout=0.5)
-        assert not _alive(int(pidfile.read_text()))
-    if os.geteuid() == 0:  # raising the priority back needs CAP_SYS_NICE
-        assert _own_priority() == before
 
 
 def test_capture_reports_a_timeout_as_no_status() -> None:

@@ -17,7 +17,7 @@ import shlex
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -26,11 +26,6 @@ from cpsysd import escape
 from cpsysd.errors import CommandError
 
 log = logging.getLogger("cpsysd.command")
-LOWEST_NICE = 19
-AUTOGROUP = Path("/proc/self/autogroup")
-# Inside background(): children start in this process's session (their own process group, so a
-# timeout still kills what they started), keeping the session's lowered autogroup priority.
-_in_background = False
 
 # The runner's vocabulary for spawn()'s streams and its result types, so no caller needs
 # subprocess itself.
@@ -126,9 +121,6 @@ def capture(
     """Run ``argv`` (no shell), feed it ``input_text``, return its status and output. On
     timeout the command and its process group are killed and the status is None; it never
     raises for the command's own failure (only when it cannot start)."""
-    grouping: dict[str, object] = {"start_new_session": new_session}
-    if new_session and _in_background:
-        grouping = {"process_group": 0}
     with _start(
         argv,
         stdin=PIPE if input_text is not None else DEVNULL,
@@ -139,7 +131,7 @@ def capture(
         errors="replace",
         env=env,
         umask=umask,
-        **grouping,
+        start_new_session=new_session,
     ) as proc:
         try:
             out, err = proc.communicate(input_text, timeout=timeout)
@@ -204,44 +196,3 @@ def systemctl(
     """``systemctl [--user] ARGS...`` through :func:`run_command`."""
     argv = ["systemctl", *(["--user"] if user else []), *args]
     return run_command(argv, check=check)
-
-
-def _autogroup_nice() -> int | None:
-    """This session's autogroup nice value (sched(7)), None without autogroups."""
-    try:
-        return int(AUTOGROUP.read_text().split()[-1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _set_priority(nice: int, autogroup: int | None, io_class: str) -> None:
-    with contextlib.suppress(OSError):  # raising it back needs CAP_SYS_NICE: then it stays low
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-    if autogroup is not None:
-        with contextlib.suppress(OSError):
-            AUTOGROUP.write_text(str(autogroup))
-    if shutil.which("ionice"):
-        run_command(["ionice", "-c", io_class, "-p", str(os.getpid())], check=False)
-
-
-@contextlib.contextmanager
-def background() -> Iterator[None]:
-    """Run the block, and every command it starts, at the lowest CPU and I/O priority, so that
-    work beside a live service (a deploy's copy, venv, byte-compiling, import probe) takes only
-    the CPU and disk the service leaves idle; the priorities are restored afterwards.
-
-    Nice alone is not enough: with autogroups (sched(7), the default on many kernels) nice
-    orders processes only within a session, and every service and every command started in a
-    new session is a group of equal weight. So the session's autogroup is lowered too, and the
-    block's commands stay in it."""
-    global _in_background
-    nice, autogroup = os.getpriority(os.PRIO_PROCESS, 0), _autogroup_nice()
-    was = _in_background
-    _set_priority(LOWEST_NICE, None if autogroup is None else LOWEST_NICE, "3")  # 3: idle
-    _in_background = True
-    try:
-        yield
-    finally:
-        _in_background = was
-        if not was:
-            _set_priority(nice, autogroup, "0")  # 0: none, i.e. derived from the nice value
