@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -170,6 +171,8 @@ def build_release(spec: AppSpec, app_dir: Path, release_id: str) -> Release:
     preflight it in its own interpreter. Any failure removes the half-built release and
     raises; nothing else is touched (the live release lives in its own directory)."""
     release_dir = app_dir / release_id
+    # With --debug: when the build began (bench/deploywait.py charges slow requests to phases).
+    logging.getLogger("cpsysd.command").debug("building release %s", release_id)
     try:
         release_dir.mkdir(mode=0o755)
         shutil.copytree(spec.working_directory, release_dir / "app", symlinks=True,

@@ -51,6 +51,11 @@ from cpsysd.render.releases import (
 )
 
 START_TIMEOUT = 200.0  # above TimeoutStartSec= (90 s) plus a stop of a failed start
+# How often the grace period looks at the new release. A death is caught by the end either way
+# (a changed MainPID or NRestarts); each look is a systemctl and a D-Bus call of PID 1 beside
+# the two serving releases, so few (bench/deploywait.py: the grace period holds most of a
+# deploy's slow requests).
+GRACE_POLL = 1.0
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,7 @@ def start_gated(spec: AppSpec, release_id: str, slot: Slot, grace: float) -> Non
     else:
         pid, deadline = state.get("MainPID"), time.monotonic() + grace
         while problem is None and time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(min(GRACE_POLL, max(0.0, deadline - time.monotonic())))
             now = _show(unit)
             if (now.get("SubState"), now.get("MainPID"), now.get("NRestarts")) != (
                 "running", pid, "0",
