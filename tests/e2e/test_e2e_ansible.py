@@ -5,10 +5,13 @@ of its own, one veth into each container, addresses only from 192.0.2.0/24 (RFC 
 route anywhere else. Ansible enters the containers with a connection plugin that uses the
 harness's nsenter prefix (ansible_plugins/connection/harness.py): no sshd, no local connection.
 
-Shown: the first run brings all four up and the front spreads requests over the three app
-hosts; a second run changes nothing; a rolling change under load through the front fails no
-request; a change that breaks on the second host stops the play there, the first (new) and
-third (old) hosts keep serving, and the front fails no request."""
+Shown: the first run brings all four up (each app host's code deployed as release r1) and the
+front spreads requests over the three app hosts; a second run changes nothing; a rolling change
+under load through the front fails no request; a change that breaks on the second host stops the
+play there, the first (new) and third (old) hosts keep serving, the front fails no request, and
+the second host still serves its live release after restarts and a socket-activated start, with
+the broken files in its working directory; once the host has what the release needs, the next
+run deploys there though no file changes."""
 
 from __future__ import annotations
 
