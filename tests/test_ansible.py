@@ -5,6 +5,7 @@ with one line. Hosts are never contacted here (tests/e2e/test_e2e_ansible.py doe
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -256,3 +257,70 @@ def test_app_hosts_get_every_runtime_dependency_from_debian() -> None:
     names = [re.split(r"[<>=!~; ]", dep, maxsplit=1)[0] for dep in project["dependencies"]]
     assert sorted(set(names)) == sorted(DEBIAN_NAMES), "map the new dependency to its package"
     assert {DEBIAN_NAMES[name] for name in names} <= set(APT_PACKAGES)
+
+
+def _role_tasks(output: Path) -> dict[str, dict[str, object]]:
+    """The role's app tasks by name, blocks' tasks included (Debian's python3 has PyYAML)."""
+    role = next((output / "roles").iterdir())
+    text = subprocess.run(
+        ["/usr/bin/python3", "-c", "import json, sys, yaml; "
+         "print(json.dumps(yaml.safe_load(open(sys.argv[1]))))", str(role / "tasks/main.yml")],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    tasks: dict[str, dict[str, object]] = {}
+    for task in json.loads(text):
+        tasks[task["name"]] = task
+        for inner in task.get("block", []) + task.get("rescue", []):
+            tasks[inner["name"]] = inner
+    return tasks
+
+
+def deploy_decision(tmp_path: Path, output: Path, releases: str, recorded: str | None) -> str:
+    """Run the role's own decision tasks in real Ansible on the controller, with what the host
+    would have answered: whether it deploys, and the record it would write after the deploy."""
+    tasks = _role_tasks(output)
+    block = tasks["Deploy a release and check that it answers"]
+    record = tasks["Record the release and what it was made of"]["ansible.builtin.copy"]
+    answers = {
+        "cpsysd_releases": {"stdout": releases},
+        "cpsysd_inputs": {"stdout": "sum2\n"},
+        "cpsysd_record": {} if recorded is None else
+        {"content": base64.b64encode(recorded.encode()).decode()},
+        "cpsysd_deployed": {"stdout": "release r9 is live (replaced hello-release@r2.service)\n"},
+    }  # fmt: skip
+    result_file = tmp_path / "decision"
+    playbook = tmp_path / "decide.yml"
+    playbook.write_text(json.dumps([{
+        "name": "decide", "hosts": "front1", "gather_facts": False, "connection": "local",
+        "tasks": [
+            tasks["Decide whether to deploy"],
+            {"ansible.builtin.copy": {
+                "content": "{{ " + str(block["when"]) + " }} " + str(record["content"]),
+                "dest": str(result_file), "mode": "0600"}},
+        ],
+    }]))  # fmt: skip
+    extra = tmp_path / "answers.json"
+    extra.write_text(json.dumps(answers))
+    result = subprocess.run(
+        [str(ANSIBLE), "-i", str(output / "inventory.ini"), "-e", f"@{extra}", str(playbook)],
+        capture_output=True, text=True, timeout=120, check=False, env=ansible_env(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result_file.read_text()
+
+
+@needs_ansible
+def test_the_role_deploys_unless_the_live_release_is_the_recorded_one(tmp_path: Path) -> None:
+    output = export(tmp_path)
+    listing = "r1\t2026-12-06T04:00:00Z\t/opt/cpsysd/apps/hello\tprevious\n"
+    listing += "r2\t2026-12-06T04:01:00Z\t/opt/cpsysd/apps/hello\tlive\n"
+    # The recorded release is live and made of the same files: nothing to do.
+    assert deploy_decision(tmp_path, output, listing, "r2 sum2") == "False r9 sum2"
+    # A run copied new files and stopped before its deploy succeeded: the sum differs.
+    assert deploy_decision(tmp_path, output, listing, "r2 sum1") == "True r9 sum2"
+    # Someone rolled back or deployed by hand: another release is live.
+    assert deploy_decision(tmp_path, output, listing.replace("live", ""), "r2 sum2").startswith(
+        "True"
+    )
+    # First install: no release, no record.
+    assert deploy_decision(tmp_path, output, "", None) == "True r9 sum2"

@@ -10,9 +10,11 @@ cpsysd does not orchestrate many hosts itself; Ansible does (``serial:`` for rol
   the inventory's ``app`` group (``max_fails``/``fail_timeout`` take a dead host out);
 - the role's tasks and handlers, which are the same for every app (``units/ansible/*.yml``).
 
-On each app host the role still runs ``cpsysd install``: cpsysd stays the one that renders and
-installs units, against that host's systemd. Rendering is pure: :func:`render_role` returns
-relative path -> text; :mod:`cpsysd.host.exporting` writes it and copies the app's files.
+On each app host the role still runs ``cpsysd install`` (cpsysd stays the one that renders and
+installs units, against that host's systemd), then ships the code as a release with ``cpsysd
+deploy``: health-gated, on the same sockets, the live release untouched when the new one fails.
+Rendering is pure: :func:`render_role` returns relative path -> text;
+:mod:`cpsysd.host.exporting` writes it and copies the app's files.
 """
 
 from __future__ import annotations
@@ -46,7 +48,15 @@ APT_PACKAGES = (
 )
 # A valid nginx token that cannot be an address: where the per-host upstream lines go.
 _PLACEHOLDER = "cpsysd-fleet-upstream:1"
-_STATIC = ("tasks/main.yml", "tasks/front.yml", "handlers/main.yml", "templates/environment.j2")
+_STATIC = (
+    "tasks/main.yml",
+    "tasks/front.yml",
+    "handlers/main.yml",
+    "templates/environment.j2",
+    "files/release-inputs.py",
+)
+# The id of the release the role deployed and what it was made of (files/release-inputs.py).
+DEPLOYED = "/opt/cpsysd/deployed"
 
 
 @dataclass(frozen=True)
@@ -163,7 +173,8 @@ def render_role(spec: AppSpec, serial: str = "1") -> dict[str, str]:
     fleet = fleet_of(spec)
     role = role_name(spec)
     on_host = host_spec(spec)
-    stop = [*units_to_enable(spec), f"{spec.name}.service", f"{spec.name}@*.service"]
+    releases = [f"{spec.name}-release@*.service", f"{spec.name}-release-*@*.service"]
+    stop = [*units_to_enable(spec), f"{spec.name}.service", f"{spec.name}@*.service", *releases]
     context = {
         "marker": MARKER,
         "source": comment_text(spec.source or "a description").replace("\n", " "),
@@ -176,6 +187,7 @@ def render_role(spec: AppSpec, serial: str = "1") -> dict[str, str]:
         "stop_units": stop,
         "apt_packages": list(APT_PACKAGES),
         "venv": VENV,
+        "deploy_record": f"{DEPLOYED}/{spec.name}",
         "app_dir": on_host.working_directory,
         "description_path": f"{ETC}/{spec.name}.toml",
         "environment_file": on_host.environment_file,

@@ -5,10 +5,13 @@ of its own, one veth into each container, addresses only from 192.0.2.0/24 (RFC 
 route anywhere else. Ansible enters the containers with a connection plugin that uses the
 harness's nsenter prefix (ansible_plugins/connection/harness.py): no sshd, no local connection.
 
-Shown: the first run brings all four up and the front spreads requests over the three app
-hosts; a second run changes nothing; a rolling change under load through the front fails no
-request; a change that breaks on the second host stops the play there, the first (new) and
-third (old) hosts keep serving, and the front fails no request."""
+Shown: the first run brings all four up (each app host's code deployed as release r1) and the
+front spreads requests over the three app hosts; a second run changes nothing; a rolling change
+under load through the front fails no request; a change that breaks on the second host stops the
+play there, the first (new) and third (old) hosts keep serving, the front fails no request, and
+the second host still serves its live release after restarts and a socket-activated start, with
+the broken files in its working directory; once the host has what the release needs, the next
+run deploys there though no file changes."""
 
 from __future__ import annotations
 
@@ -182,7 +185,7 @@ def hosts_answering(fleet: Fleet, probe: str, count: int = 30) -> dict[str, int]
     for name in APPS:
         log = (
             fleet.boxes[name]
-            .run(["journalctl", "-u", "hello.service", "-o", "json", "--no-pager"])
+            .run(["journalctl", "-u", "hello*.service", "-o", "json", "--no-pager"])
             .stdout
         )
         seen[name] = log.count(probe)
@@ -193,6 +196,14 @@ def greeting(box: Container, address: str) -> str:
     status, _, body = curl(box, f"http://{address}:8080/")
     assert status == 200, body
     return body.split(" from ")[0]
+
+
+def live_release(box: Container) -> str:
+    """The id ``cpsysd releases hello`` marks live on ``box`` ("" when none is)."""
+    listing = box.run(["/opt/cpsysd/venv/bin/cpsysd", "releases", "hello"]).stdout
+    return next(
+        (line.split("\t")[0] for line in listing.splitlines() if line.endswith("\tlive")), ""
+    )
 
 
 def test_fleet_through_ansible(fleet: Fleet, figure: Callable[[str, str], None]) -> None:
@@ -211,7 +222,10 @@ def test_fleet_through_ansible(fleet: Fleet, figure: Callable[[str, str], None])
         box = fleet.boxes[name]
         mode = box.run(["stat", "-c", "%a %U", "/etc/cpsysd/hello.env"]).stdout.split()
         assert mode == ["600", "root"]
-        pid = box.run(["systemctl", "show", "-p", "MainPID", "--value", "hello.service"]).stdout
+        # The first run installs, then deploys the code as release r1 (what the front reached).
+        assert live_release(box) == "r1"
+        unit = "hello-release@r1.service"
+        pid = box.run(["systemctl", "show", "-p", "MainPID", "--value", unit]).stdout
         environ = box.run(["cat", f"/proc/{pid.strip()}/environ"]).stdout
         assert f"HELLO_TOKEN={token}" in environ.split("\0")
     assert token not in "".join(
@@ -234,6 +248,7 @@ def test_fleet_through_ansible(fleet: Fleet, figure: Callable[[str, str], None])
     assert counts["ok"] < LIMIT, counts
     figure("ansible: rolling change over 3 hosts under load", f"{counts['ok']} ok, 0 failed")
     assert {greeting(front, address) for address in APPS.values()} == {"Howdy"}
+    assert {live_release(fleet.boxes[name]) for name in APPS} == {"r2"}
 
     # A release that breaks where a file it needs is missing: on app2 only.
     for name in ("app1", "app3"):
@@ -256,7 +271,7 @@ def test_fleet_through_ansible(fleet: Fleet, figure: Callable[[str, str], None])
     assert broken.recap["app2"]["failed"] == 1, broken.recap
     assert broken.recap.get("app3", {}).get("changed", 0) == 0, broken.recap
     # cpsysd install's preflight imports the new code before it writes a unit: the play stops at
-    # app2's install with the app's own error, and app2's running service keeps the old release.
+    # app2's install with the app's own error, before its deploy; app2's live release is r2.
     assert "this release needs /etc/hello/feature.ok" in broken.output
     assert counts["failed"] == 0, counts
     assert counts["ok"] < LIMIT, counts
@@ -264,3 +279,26 @@ def test_fleet_through_ansible(fleet: Fleet, figure: Callable[[str, str], None])
     assert greeting(front, APPS["app1"]) == "Hi"
     assert greeting(front, APPS["app3"]) == "Howdy"
     assert greeting(front, APPS["app2"]) == "Howdy"
+
+    # app2's working directory now holds the broken code, yet what systemd starts by itself is
+    # the live release: a restart of the app, of the unit install wrote, or a first connection
+    # after the app stopped (socket activation, as after a reboot) all bring back r2.
+    app2 = fleet.boxes["app2"]
+    assert "feature.ok" in app2.run(["cat", "/opt/cpsysd/apps/hello/hello.py"]).stdout
+    assert live_release(app2) == "r2"
+    app2.run(["systemctl", "restart", "hello-release@r2.service"])
+    assert greeting(front, APPS["app2"]) == "Howdy"
+    app2.run(["systemctl", "restart", "hello.service"])
+    assert greeting(front, APPS["app2"]) == "Howdy"
+    app2.run(["systemctl", "stop", "hello-release@r2.service"])
+    assert greeting(front, APPS["app2"]) == "Howdy"
+
+    # With the file app2 lacked in place, the next run changes no file on app2, yet its live
+    # release is not what it would deploy: the play deploys there and goes on to app3.
+    app2.run(["mkdir", "-p", "/etc/hello"])
+    app2.run(["touch", "/etc/hello/feature.ok"])
+    resumed = play(fleet, output)
+    assert resumed.returncode == 0, resumed.output[-6000:]
+    assert resumed.recap["app1"]["changed"] == 0, resumed.recap
+    assert resumed.recap["app2"]["changed"] > 0, resumed.recap
+    assert {greeting(front, address) for address in APPS.values()} == {"Hi"}
