@@ -198,7 +198,7 @@ def _serve(args: SimpleNamespace) -> int:
 
 
 def _run(args: SimpleNamespace, spec: AppSpec, bindings: list[Binding]) -> int:
-    from cpsysd.runtime import journal, lean, plugins, server
+    from cpsysd.runtime import adapter, journal, lean, plugins, server
 
     host_options = bool(args.user or args.group or args.daemon or args.pidfile)
     sink = journal.AccessSink(spec.name, journal.use_journal())
@@ -223,7 +223,7 @@ def _run(args: SimpleNamespace, spec: AppSpec, bindings: list[Binding]) -> int:
     connections = _idle_stop_connections(spec, bindings, log)
 
     def make(binding: Binding, ssl_adapter: Any, open_connections: Any) -> Any:
-        return server.ListenerServer(
+        return adapter.ListenerServer(
             engine, binding, settings, wsgi_app, ssl_adapter, open_connections, version
         )
 

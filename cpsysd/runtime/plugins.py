@@ -34,9 +34,10 @@ from cpsysd.runtime.journal import AccessSink, configure_logging
 from cpsysd.runtime.watchdog import Watchdog
 
 if TYPE_CHECKING:
+    from cpsysd.runtime.adapter import ListenerServer
     from cpsysd.runtime.app import ServedApp
     from cpsysd.runtime.renewal import RenewalStatus
-    from cpsysd.runtime.server import ListenerServer, OpenConnections
+    from cpsysd.runtime.server import OpenConnections
 
 STOP_MARGIN = 1.0  # seconds kept from TimeoutStopSec= for exiting after the last request
 

@@ -11,30 +11,30 @@ Here: :class:`ListenerHTTPServer` is CherryPy's WSGI server with ``prepare()`` t
 socket as it is, a ``stop()`` split into "stop accepting" and "let in-flight requests finish until
 a deadline", daemon worker threads (a request still running at the deadline cannot block exit), a
 liveness probe for the watchdog, and connections that report IPv4 clients of a dual-stack socket
-as plain IPv4. :class:`ListenerServer` is the CherryPy ServerAdapter for it, without port waits.
+as plain IPv4. :class:`~cpsysd.runtime.adapter.ListenerServer` is the CherryPy ServerAdapter
+for it, without port waits.
 """
 
 from __future__ import annotations
 
-import fcntl
 import queue
-import resource
 import socket
-import struct
-import sys
-import termios
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cheroot.wsgi
 from cheroot.makefile import MakeFile
 from cheroot.server import _STOPPING_FOR_INTERRUPT, HTTPConnection  # type: ignore[attr-defined]
 from cheroot.workers import threadpool
 
+from cpsysd.runtime import sockio
 from cpsysd.runtime.framing import MAX_HEADER_COUNT, GuardedRequest
 from cpsysd.runtime.gate import RETRY_AFTER, GatedConnections, answer_and_close
 from cpsysd.runtime.listeners import Binding
+
+if TYPE_CHECKING:
+    from cpsysd.runtime.adapter import ListenerServer
 
 # CherryPy `server.*` settings copied from cherrypy.server (where the app's [global] config puts
 # them) to every listener's server. socket_host/port/file and ssl_* do not apply: the listeners
@@ -145,7 +145,7 @@ class _Connection(HTTPConnection):
         try:
             if self.linger:
                 self.linger = False
-                _lingering_close(self.socket)
+                sockio.lingering_close(self.socket)
             super().close()
         finally:
             if counted is not None:
@@ -316,7 +316,7 @@ class ListenerHTTPServer(_WSGIServer):  # type: ignore[misc]
         # TCP connection, and under overload the reconnects queued behind each other. Idle
         # connections are bounded by socket_timeout (closed after it) and by descriptors
         # (accepting.py); half the descriptor limit leaves the rest for requests and files.
-        self.keep_alive_conn_limit = max(10, _descriptor_limit() // 2)
+        self.keep_alive_conn_limit = max(10, sockio.descriptor_limit() // 2)
         self.deadline: float | None = None  # set by begin_stop(); time.monotonic()
         # seconds a request may wait for a worker; the bound on their number is the queue's
         self.queue_timeout = float(adapter.accepted_queue_timeout or 0)
@@ -390,158 +390,8 @@ class ListenerHTTPServer(_WSGIServer):  # type: ignore[misc]
             return False
         threads: list[Any] = list(self.requests._threads)  # type: ignore[attr-defined]
         busy = [conn for conn in (getattr(t, "conn", None) for t in threads) if conn is not None]
-        progress = self.completed + sum(_bytes_moved(conn) for conn in busy)
+        progress = self.completed + sum(sockio.bytes_moved(conn) for conn in busy)
         previous, self._progress = self._progress, progress
         if len(busy) < len(threads):
             return True
         return None if previous is None else progress != previous
-
-
-def _descriptor_limit() -> int:
-    """The soft RLIMIT_NOFILE (systemd's LimitNOFILE=, 1024 unless set), getrlimit(2)."""
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return 1024 if soft == resource.RLIM_INFINITY else int(soft)
-
-
-LINGER_SECONDS = 1.0
-
-
-def _lingering_close(sock: socket.socket) -> None:
-    """RFC 9112 section 9.6: a response refused before its body was read (413, 400, 431) must
-    not be lost to the reset that closing with unread data sends (tcp(7)): send our FIN, then
-    read and drop what the client still sends for at most LINGER_SECONDS, so it reads the answer
-    first. Bounded in time, so a client that keeps sending cannot hold the thread."""
-    deadline = time.monotonic() + LINGER_SECONDS
-    try:
-        sock.shutdown(socket.SHUT_WR)
-        while (left := deadline - time.monotonic()) > 0:
-            sock.settimeout(left)
-            if not sock.recv(65536):
-                break
-    except OSError:  # the client is gone, or the time is up: the close follows
-        pass
-
-
-def _bytes_moved(conn: Any) -> int:
-    """What a request thread's connection has moved so far: what cheroot counted, plus what
-    the kernel counts, since a response to a slow reader is written in one blocking send()
-    that cheroot counts only when it returns."""
-    moved = int(getattr(conn.rfile, "bytes_read", 0)) + int(getattr(conn.wfile, "bytes_written", 0))
-    try:
-        sock = conn.socket
-        if sock.family == socket.AF_UNIX:
-            # unix(7) SIOCOUTQ: bytes not yet read by the peer; it shrinks as the peer reads
-            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-            return moved + int(struct.unpack("i", queued)[0])
-        # struct tcp_info (linux/tcp.h, Linux >= 4.1): tcpi_bytes_acked and
-        # tcpi_bytes_received, the u64s at offsets 120 and 128, grow while bytes move
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LENGTH)
-        if len(info) >= _TCP_INFO_LENGTH:
-            acked, received = struct.unpack_from("QQ", info, 120)
-            moved += acked + received
-    except (OSError, ValueError, AttributeError):
-        pass
-    return moved
-
-
-_TCP_INFO_LENGTH = 136
-
-
-class ListenerServer:
-    """The bus side of one listener's server, as CherryPy's ServerAdapter (start at priority
-    75, stop at 25) but without its port-free/occupied waits; on CherryPy's engine or the
-    :class:`~cpsysd.runtime.bus.LeanBus`. ``settings`` are the TUNABLES (every one of them),
-    ``wsgi_app`` what it serves (``cherrypy.tree`` for a CherryPy app); ``version`` the server
-    name cheroot reports (CherryPy's "CherryPy/x Cheroot/y" for a CherryPy app)."""
-
-    # TUNABLES, set from ``settings``
-    socket_timeout: int
-    accepted_queue_size: int
-    accepted_queue_timeout: int
-    shutdown_timeout: int
-    protocol_version: str
-    thread_pool: int
-    thread_pool_max: int
-    max_request_header_size: int
-    max_request_body_size: int
-    max_request_header_count: int
-    statistics: bool
-    wsgi_version: tuple[int, int]
-    peercreds: bool
-    peercreds_resolve: bool
-
-    def __init__(
-        self,
-        bus: Any,
-        binding: Binding,
-        settings: dict[str, Any],
-        wsgi_app: Any,
-        ssl_adapter: Any = None,
-        open_connections: OpenConnections | None = None,
-        version: str | None = None,
-    ) -> None:
-        self.bus = bus
-        for name in TUNABLES:
-            setattr(self, name, settings[name])
-        self.binding = binding
-        self.wsgi_app = wsgi_app
-        self.version = version
-        self.running = False
-        self.interrupt: BaseException | None = None
-        sockname = binding.sock.getsockname()
-        self.bind_addr: Any = (
-            binding.address if binding.sock.family == socket.AF_UNIX else tuple(sockname[:2])
-        )
-        self.httpserver = ListenerHTTPServer(self, binding, ssl_adapter, open_connections)
-
-    @property
-    def description(self) -> str:
-        return self.binding.url
-
-    def subscribe(self) -> None:
-        self.bus.subscribe("start", self.start, 75)
-        self.bus.subscribe("stop", self.stop, 25)
-
-    def start(self) -> None:
-        if self.running:
-            return
-        self.interrupt = None
-        thread = threading.Thread(
-            target=self._start_http_thread, name=f"HTTPServer {self.binding.url}"
-        )
-        thread.start()
-        self.wait()
-        self.running = True
-        self.bus.log(f"Serving on {self.binding.url}")
-
-    def _start_http_thread(self) -> None:
-        """As CherryPy's: an error in the server's thread stops the whole bus."""
-        try:
-            self.httpserver.start()
-        except (KeyboardInterrupt, SystemExit):
-            self.interrupt = sys.exc_info()[1]
-            self.bus.exit()
-        except Exception:
-            self.interrupt = sys.exc_info()[1]
-            self.bus.log("Error in HTTP server: shutting down", traceback=True, level=40)
-            self.bus.exit()
-            raise
-
-    def wait(self) -> None:
-        while not getattr(self.httpserver, "ready", False):
-            if self.interrupt:
-                raise self.interrupt
-            time.sleep(0.001)
-
-    def stop(self) -> None:
-        if not self.running:
-            return
-        self.httpserver.stop()
-        self.running = False
-        if self.httpserver.abandoned:
-            self.bus.log(
-                f"{self.binding.url}: {self.httpserver.abandoned} request(s) still running "
-                "at the stop deadline were abandoned",
-                level=30,
-            )
-        self.bus.log(f"Stopped serving on {self.binding.url}")

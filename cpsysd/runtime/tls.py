@@ -164,7 +164,7 @@ class ContextSSLAdapter(BuiltinSSLAdapter):
 
 
 def make_adapter(tls: TLSConfig | None, alpn_challenges: str | None = None) -> ContextSSLAdapter:
-    """Load the TLS files into an adapter for a :class:`~cpsysd.runtime.server.ListenerServer`;
+    """Load the TLS files into an adapter for a :class:`~cpsysd.runtime.adapter.ListenerServer`;
     with ``alpn_challenges`` (a directory) it answers tls-alpn-01 challenges from there too."""
     files = tls_files(tls)
     challenges = None
