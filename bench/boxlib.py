@@ -80,6 +80,9 @@ def booted() -> Iterator[Container]:
             'Path(__file__).resolve().parents[2] / "examples" / "hello"', 'Path("/srv/hello")'
         )
         box.write_file(f"{WSGI_DIR}/wsgi_hello.py", wsgi)
+        # Its config beside it, as in bench/apps (the same CherryPy settings as the host sections)
+        conf = (BENCH / "apps" / "production" / "app.conf").read_text()
+        box.write_file(f"{WSGI_DIR}/production/app.conf", conf)
         box.run(
             [
                 BOX_PYTHON,
