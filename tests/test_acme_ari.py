@@ -153,24 +153,25 @@ def test_a_past_window_makes_a_young_certificate_due(tmp_path: Path, fake: FakeA
     assert plan.note is None
 
 
+def _window(start: str, end: str) -> Answer:
+    return Answer(200, json.dumps({"suggestedWindow": {"start": start, "end": end}}).encode())
+
+
 GARBAGE = {
     "an error status": (Answer(503, b"{}"), "answered HTTP 503"),
     "not JSON": (Answer(200, b"<html>"), "answered no JSON"),
     "no window": (Answer(200, b'{"explanationURL": "x"}'), "no suggestedWindow"),
     "a window ending before it starts": (
-        Answer(
-            200,
-            b'{"suggestedWindow": {"start": "2026-03-02T00:00:00Z", '
-            b'"end": "2026-03-01T00:00:00Z"}}',
-        ),
+        _window("2026-03-02T00:00:00Z", "2026-03-01T00:00:00Z"),
         "ends (2026-03-01 00:00) before it starts",
     ),
     "a time without a zone": (
-        Answer(
-            200,
-            b'{"suggestedWindow": {"start": "2026-03-01T00:00:00", "end": "2026-03-02T00:00:00Z"}}',
-        ),
+        _window("2026-03-01T00:00:00", "2026-03-02T00:00:00Z"),
         "has no time zone",
+    ),
+    "a window after the certificate expires": (
+        _window("2099-03-01T00:00:00Z", "2099-03-02T00:00:00Z"),
+        "ends (2099-03-02 00:00 UTC) after the certificate expires",
     ),
     "an endless answer": (Answer(200, b" " * 70_000), "more than 65536 bytes"),
     "no answer at all": (Answer(hang=True), "timed out"),
@@ -189,7 +190,12 @@ def test_garbage_falls_back_to_two_thirds_in_one_line(
     tmp_path: Path, fake: FakeAri, case: str
 ) -> None:
     description = _describe(tmp_path, fake.directory, fake.ca_bundle)
-    issued_certificate(tmp_path / "tls", HOST, age=DAY, left=89 * DAY)
+    cert = issued_certificate(tmp_path / "tls", HOST, age=DAY, left=89 * DAY)
+    # An earlier answer's record, due to be asked again: the fallback must not keep showing it.
+    past = (datetime.datetime.now(datetime.UTC) - DAY).isoformat()
+    record = {"cert_id": expected_cert_id(tmp_path / "tls", cert), "start": past, "end": past}
+    record |= {"chosen": past, "next_check": past, "checked": past}
+    (tmp_path / "tls" / "cert.pem.acme-ari").write_text(json.dumps(record))
     fake.answer, reason = GARBAGE[case]
     done = _renew(description)
     assert done.returncode == 0, done.stderr

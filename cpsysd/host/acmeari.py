@@ -129,7 +129,15 @@ def plan_renewal(tls: TLSConfig, cert: Certificate, now: datetime.datetime) -> R
             note = "the CA's directory offers no renewalInfo (ARI)"
             return RenewalPlan(fallback.due, TWO_THIRDS, f"{note}: renewal at {TWO_THIRDS}")
         window = ari.fetch_window(info_url, cid, tls.acme_ca_bundle, now)
+        if window.end > cert.not_after:
+            # Following it would let the certificate expire first: a CA's mistake, not advice.
+            raise ari.AriError(
+                f"the suggested window ends ({window.end:%Y-%m-%d %H:%M} UTC) after the "
+                "certificate expires"
+            )
     except ari.AriError as err:
+        # A record from an earlier answer would let cert show/check disagree with this run.
+        ari_path(tls).unlink(missing_ok=True)
         note = f"the CA's renewalInfo (ARI) is unusable: {err.message}: renewal at {TWO_THIRDS}"
         return RenewalPlan(fallback.due, TWO_THIRDS, note)
     state = AriState(

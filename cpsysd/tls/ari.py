@@ -15,6 +15,7 @@ import base64
 import datetime
 import email.utils
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,24 +68,32 @@ def cert_id(cert: Certificate) -> str:
 
 
 def _get(url: str, ca_bundle: str | None) -> tuple[Any, bytes]:
-    """GET ``url``: the response and at most MAX_BODY bytes of its body, or AriError."""
+    """GET ``url``: the response and at most MAX_BODY bytes of its body, or AriError. Each
+    wait is ARI_TIMEOUT, and the whole body must arrive within it too: a server dripping one
+    byte at a time must not hold the renewal job."""
     import requests
 
+    deadline = time.monotonic() + ARI_TIMEOUT
+    body = b""
     try:
         with requests.get(
             url,
             timeout=ARI_TIMEOUT,
             verify=ca_bundle or True,
             stream=True,
-            headers={"User-Agent": "cpsysd"},
+            # identity: MAX_BODY then bounds what is held, not a compressed size
+            headers={"User-Agent": "cpsysd", "Accept-Encoding": "identity"},
         ) as response:
-            body = response.raw.read(MAX_BODY + 1, decode_content=True)
+            for chunk in response.iter_content(4096):
+                body += chunk
+                if len(body) > MAX_BODY:
+                    raise AriError(f"{url} answered more than {MAX_BODY} bytes")
+                if time.monotonic() > deadline:
+                    raise AriError(f"{url} did not answer within {ARI_TIMEOUT} s")
     except requests.exceptions.RequestException as err:
         raise AriError(f"cannot GET {url}: {' '.join(str(err).split())[:200]}") from None
     if response.status_code != 200:
         raise AriError(f"{url} answered HTTP {response.status_code}")
-    if len(body) > MAX_BODY:
-        raise AriError(f"{url} answered more than {MAX_BODY} bytes")
     return response, body
 
 
