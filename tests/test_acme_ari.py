@@ -157,6 +157,18 @@ def _window(start: str, end: str) -> Answer:
     return Answer(200, json.dumps({"suggestedWindow": {"start": start, "end": end}}).encode())
 
 
+def test_a_failing_renewal_backs_off_without_asking_ari(tmp_path: Path, fake: FakeAri) -> None:
+    description = _describe(tmp_path, fake.directory, fake.ca_bundle)
+    issued_certificate(tmp_path / "tls", HOST, age=DAY, left=89 * DAY)
+    later = (datetime.datetime.now(datetime.UTC) + DAY / 24).isoformat()
+    retry = {"failures": 1, "next": later, "error": "the CA rate-limits this account"}
+    (tmp_path / "tls" / "cert.pem.acme-retry").write_text(json.dumps(retry | {"since": later}))
+    done = _renew(description)
+    assert done.returncode == 0, done.stderr
+    assert "next try after" in done.stdout
+    assert fake.asked == []
+
+
 GARBAGE = {
     "an error status": (Answer(503, b"{}"), "answered HTTP 503"),
     "not JSON": (Answer(200, b"<html>"), "answered no JSON"),

@@ -96,6 +96,11 @@ def _write_state(tls: TLSConfig, state: AriState) -> None:
         fsutil.atomic_write(ari_path(tls), text.encode() + b"\n", 0o600)
 
 
+def _forget(tls: TLSConfig) -> None:
+    with contextlib.suppress(OSError):
+        ari_path(tls).unlink(missing_ok=True)
+
+
 def _from_state(state: AriState, cert: Certificate, renew_days: int) -> RenewalPlan:
     window = f"{state.start:%Y-%m-%d %H:%M} to {state.end:%Y-%m-%d %H:%M} UTC"
     return RenewalPlan(
@@ -120,12 +125,16 @@ def plan_renewal(tls: TLSConfig, cert: Certificate, now: datetime.datetime) -> R
     fallback = RenewalPlan(renewal_time(cert, tls.renew_days), TWO_THIRDS)
     try:
         cid = ari.cert_id(cert)
+    except ari.AriError as err:
+        note = f"cannot ask the CA's renewalInfo (ARI): {err.message}: renewal at {TWO_THIRDS}"
+        return RenewalPlan(fallback.due, TWO_THIRDS, note)
+    try:
         old = read_state(tls, cid)
         if old is not None and now < old.next_check:
             return _from_state(old, cert, tls.renew_days)
         info_url = ari.renewal_info_url(tls.acme, tls.acme_ca_bundle)
         if info_url is None:
-            ari_path(tls).unlink(missing_ok=True)
+            _forget(tls)
             note = "the CA's directory offers no renewalInfo (ARI)"
             return RenewalPlan(fallback.due, TWO_THIRDS, f"{note}: renewal at {TWO_THIRDS}")
         window = ari.fetch_window(info_url, cid, tls.acme_ca_bundle, now)
@@ -137,7 +146,7 @@ def plan_renewal(tls: TLSConfig, cert: Certificate, now: datetime.datetime) -> R
             )
     except ari.AriError as err:
         # A record from an earlier answer would let cert show/check disagree with this run.
-        ari_path(tls).unlink(missing_ok=True)
+        _forget(tls)
         note = f"the CA's renewalInfo (ARI) is unusable: {err.message}: renewal at {TWO_THIRDS}"
         return RenewalPlan(fallback.due, TWO_THIRDS, note)
     state = AriState(

@@ -158,6 +158,14 @@ def _renew_locked(spec: AppSpec, force: bool, now: datetime.datetime) -> tuple[b
         current = Certificate.list_from_pem(cert_path.read_bytes(), str(cert_path))[0]
     passphrase, _ = _passphrases(tls)
     why = "forced" if force else _why_replace(tls, current, passphrase)
+    failures, not_before, last_error = read_retry(tls)
+    if not force and not_before is not None and now < not_before:
+        # A failed try means it was due; asking the CA anything now, ARI included, would not
+        # respect the backoff.
+        return False, (
+            f"{cert_path}: due ({why or 'the last try failed'}), next try after "
+            f"{not_before:%Y-%m-%d %H:%M} UTC ({failures} failed: {last_error})"
+        )
     plan: RenewalPlan | None = None
     if why is None and current is not None:
         plan = plan_renewal(tls, current, now)
@@ -168,12 +176,6 @@ def _renew_locked(spec: AppSpec, force: bool, now: datetime.datetime) -> tuple[b
         return False, (
             f"{note}{cert_path}: not due, renewal from {tls.acme} after "
             f"{plan.due:%Y-%m-%d %H:%M} UTC ({plan.basis})"
-        )
-    failures, not_before, last_error = read_retry(tls)
-    if not force and not_before is not None and now < not_before:
-        return False, (
-            f"{note}{cert_path}: due ({why}), next try after {not_before:%Y-%m-%d %H:%M} UTC "
-            f"({failures} failed: {last_error})"
         )
     if current is None:
         write_placeholder(tls, passphrase)
