@@ -211,10 +211,12 @@ def show(
     file: Optional[str] = typer.Argument(
         None, metavar="[FILE]", help="A PEM certificate, chain or bundle; none: [tls] cert of -c."
     ),
-    config: Optional[Path] = config_option(note="With [tls] acme: the CA and the next renewal."),
+    config: Optional[Path] = config_option(
+        note="With [tls] acme: the CA, its ARI window and the next renewal."
+    ),
 ) -> None:
     """Print subject, names, issuer, validity, key type and SHA-256 fingerprint of each
-    certificate in FILE; with -c, also an ACME certificate's CA and next renewal."""
+    certificate in FILE; with -c, also an ACME certificate's CA, ARI window and next renewal."""
     from cpsysd.tls import certfiles
 
     spec = _tls_description(config) if config is not None or file is None else None

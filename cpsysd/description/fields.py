@@ -196,7 +196,8 @@ TLS_FIELDS = (
           "for an encrypted CA key", None, "/root/ca.pass", False, path="file", base="workdir"),
     Field("acme", "string", '`"letsencrypt"`, `"letsencrypt-staging"` or an ACME directory URL: '
           "the certificate for `hosts` comes from that CA, issued at `install` and renewed by "
-          "`NAME-cert-renew.timer` at two thirds of its lifetime", "get the certificate from "
+          "`NAME-cert-renew.timer` inside the CA's renewal window (ARI) or else at two thirds "
+          "of its lifetime", "get the certificate from "
           "this ACME CA", None, "letsencrypt-staging", False, check=_plain(acme.check_directory)),
     Field("acme_email", "string", "the ACME account's contact (expiry notices)",
           "ACME account contact", None, "ops@example.org", False, check=_plain(acme.check_email)),

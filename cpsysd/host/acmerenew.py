@@ -1,12 +1,14 @@
 """``cpsysd cert renew`` for an ACME certificate (``[tls] acme``): when it is due, and how a
 failure is retried.
 
-Due (:func:`renewal_time`): when there is no certificate, when it is self-signed (the
-placeholder written below), when the key does not match it or it lacks a name of ``hosts``,
-and from two thirds of its lifetime on, less a jitter of up to a fifteenth of the lifetime
-taken from the serial number (a fleet issued the same day spreads out, as Let's Encrypt asks;
-the timer adds its own ``RandomizedDelaySec=``). ``[tls] renew_days``, when set, is the latest
-point. An encrypted key (``[tls] passphrase_file``) stays encrypted with the same passphrase.
+Due: when there is no certificate, when it is self-signed (the placeholder written below),
+when the key does not match it or it lacks a name of ``hosts``, and from the time
+:mod:`cpsysd.host.acmeari` plans: a random time inside the CA's suggested window (ARI, RFC
+9773) when the CA offers one, else two thirds of its lifetime less a jitter of up to a
+fifteenth of the lifetime taken from the serial number (a fleet issued the same day spreads
+out, as Let's Encrypt asks; the timer adds its own ``RandomizedDelaySec=``). ``[tls]
+renew_days``, when set, is the latest point. An encrypted key (``[tls] passphrase_file``)
+stays encrypted with the same passphrase.
 
 First issuance: the CA fetches the http-01 answer from the running app, and an app with a TLS
 listener cannot start without a certificate; so the first run writes a short-lived self-signed
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cpsysd.errors import CpsysdError, TLSError
+from cpsysd.host.acmeari import RenewalPlan, plan_renewal, recorded_lines, renewal_time
 
 if TYPE_CHECKING:
     from cpsysd.description.model import AppSpec, TLSConfig
@@ -36,17 +39,6 @@ if TYPE_CHECKING:
 BACKOFF_FIRST = datetime.timedelta(hours=1)
 BACKOFF_MAX = datetime.timedelta(days=1)
 PLACEHOLDER_DAYS = 7
-
-
-def renewal_time(cert: Certificate, renew_days: int = 0) -> datetime.datetime:
-    """When an ACME certificate is due: two thirds of its lifetime, less the serial's jitter,
-    and at the latest ``renew_days`` (``[tls] renew_days``, when set) before it expires."""
-    lifetime = cert.not_after - cert.not_before
-    jitter = lifetime / 15 * ((cert.x509.serial_number % 1000) / 1000)
-    due = cert.not_before + lifetime * 2 / 3 - jitter
-    if renew_days:
-        due = min(due, cert.not_after - datetime.timedelta(days=renew_days))
-    return due
 
 
 def retry_path(tls: TLSConfig) -> Path:
@@ -108,10 +100,10 @@ def _clear_failure(spec: AppSpec) -> None:
         Path(spec.acme_failure_path).unlink(missing_ok=True)
 
 
-def _why_due(
-    tls: TLSConfig, current: Certificate | None, now: datetime.datetime, passphrase: bytes | None
+def _why_replace(
+    tls: TLSConfig, current: Certificate | None, passphrase: bytes | None
 ) -> str | None:
-    """Why the certificate needs the CA now, or None while it is good."""
+    """Why the certificate needs the CA now whatever its age, or None while it is good."""
     from cpsysd.host.renewkeys import _key_matches
 
     if current is None:
@@ -124,9 +116,6 @@ def _why_due(
         return f"lacks {', '.join(missing)}"
     if not _key_matches(Path(tls.key), current, passphrase):
         return "key does not match"
-    due = renewal_time(current, tls.renew_days)
-    if now >= due:
-        return f"due since {due:%Y-%m-%d %H:%M} UTC (two thirds of its lifetime)"
     return None
 
 
@@ -168,17 +157,25 @@ def _renew_locked(spec: AppSpec, force: bool, now: datetime.datetime) -> tuple[b
     if cert_path.exists():
         current = Certificate.list_from_pem(cert_path.read_bytes(), str(cert_path))[0]
     passphrase, _ = _passphrases(tls)
-    why = "forced" if force else _why_due(tls, current, now, passphrase)
-    if why is None and current is not None:
-        return False, (
-            f"{cert_path}: not due, renewal from {tls.acme} after "
-            f"{renewal_time(current, tls.renew_days):%Y-%m-%d %H:%M} UTC"
-        )
+    why = "forced" if force else _why_replace(tls, current, passphrase)
     failures, not_before, last_error = read_retry(tls)
     if not force and not_before is not None and now < not_before:
+        # A failed try means it was due; asking the CA anything now, ARI included, would not
+        # respect the backoff.
         return False, (
-            f"{cert_path}: due ({why}), next try after {not_before:%Y-%m-%d %H:%M} UTC "
-            f"({failures} failed: {last_error})"
+            f"{cert_path}: due ({why or 'the last try failed'}), next try after "
+            f"{not_before:%Y-%m-%d %H:%M} UTC ({failures} failed: {last_error})"
+        )
+    plan: RenewalPlan | None = None
+    if why is None and current is not None:
+        plan = plan_renewal(tls, current, now)
+        if now >= plan.due:
+            why = f"due since {plan.due:%Y-%m-%d %H:%M} UTC ({plan.basis})"
+    note = f"{cert_path}: {plan.note}\n" if plan is not None and plan.note else ""
+    if why is None and current is not None and plan is not None:
+        return False, (
+            f"{note}{cert_path}: not due, renewal from {tls.acme} after "
+            f"{plan.due:%Y-%m-%d %H:%M} UTC ({plan.basis})"
         )
     if current is None:
         write_placeholder(tls, passphrase)
@@ -196,8 +193,10 @@ def _renew_locked(spec: AppSpec, force: bool, now: datetime.datetime) -> tuple[b
     except AcmeError as err:
         when = next_attempt(failures + 1, now, err.retry_after)
         _record_failure(spec, failures + 1, when, err.message, now)
+        also = f" ({plan.note})" if plan is not None and plan.note else ""
         raise AcmeError(
-            f"{err.message}; {cert_path} stays as it is, next try after {when:%Y-%m-%d %H:%M} UTC",
+            f"{err.message}; {cert_path} stays as it is, next try after "
+            f"{when:%Y-%m-%d %H:%M} UTC{also}",
             err.hint,
             err.retry_after,
         ) from None
@@ -211,8 +210,9 @@ def _renew_locked(spec: AppSpec, force: bool, now: datetime.datetime) -> tuple[b
     _clear_failure(spec)
     leaf = issued.chain[0]
     return True, (
-        f"renewed {cert_path} ({why}) from {tls.acme}: {certfiles.summary(leaf)}; "
-        f"next renewal after {renewal_time(leaf, tls.renew_days):%Y-%m-%d %H:%M} UTC"
+        f"{note}renewed {cert_path} ({why}) from {tls.acme}: {certfiles.summary(leaf)}; "
+        f"next renewal after {renewal_time(leaf, tls.renew_days):%Y-%m-%d %H:%M} UTC "
+        "(two thirds; the CA's ARI window instead, if it offers one, from the next run)"
     )
 
 
@@ -265,9 +265,12 @@ def acme_status(
             lines.append("  renewal:     due now (a self-signed placeholder)")
             problem = "still the self-signed placeholder: the CA has not issued yet"
         else:
-            due = renewal_time(leaf, tls.renew_days)
+            ari_lines, plan = recorded_lines(tls, leaf)
+            lines += ari_lines
+            due = plan.due if plan else renewal_time(leaf, tls.renew_days)
             state = "due now" if now >= due else f"after {due:%Y-%m-%d %H:%M} UTC"
-            lines.append(f"  renewal:     {state} ({spec.name}-cert-renew.timer)")
+            basis = "in the ARI window" if plan else "two thirds"
+            lines.append(f"  renewal:     {state} ({basis}; {spec.name}-cert-renew.timer)")
             if now >= due:
                 problem = f"past its renewal time {due:%Y-%m-%d %H:%M} UTC"
     failures, not_before, error = read_retry(tls)

@@ -105,6 +105,9 @@ def test_install_issues_from_pebble_and_the_job_renews(container: Container) -> 
         .not_valid_before(now - datetime.timedelta(hours=3))
         .not_valid_after(now + datetime.timedelta(hours=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
+        # an AKI, so the job can name it to renewalInfo (ARI) and asks pebble's directory
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
     box.write_file(
@@ -120,6 +123,10 @@ def test_install_issues_from_pebble_and_the_job_renews(container: Container) -> 
         what="the renewal report",
     )
     assert "restarted hello.service" in box.journal("hello-cert-renew.service")
+    # pebble 2.4 has no renewalInfo: the sandboxed job asked, fell back, and said so in a line
+    assert "offers no renewalInfo (ARI): renewal at two thirds" in box.journal(
+        "hello-cert-renew.service"
+    )
     assert "Pebble Intermediate" in served_issuer(box)
 
     # The timer's job while another holds the lock (flock(1), as a manual cert renew would):
