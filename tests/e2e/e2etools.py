@@ -84,6 +84,20 @@ def install_app(
     return install[0]
 
 
+def greetings(box: Container, count: int = 40) -> set[str]:
+    """The first word of ``count`` answers of ``/``, each on a new connection."""
+    script = (
+        "import http.client\n"
+        "seen = set()\n"
+        f"for _ in range({count}):\n"
+        "    c = http.client.HTTPConnection('127.0.0.1', 8080, timeout=30)\n"
+        "    c.request('GET', '/'); seen.add(c.getresponse().read().decode().split()[0])\n"
+        "    c.close()\n"
+        "print(' '.join(sorted(seen)))\n"
+    )
+    return set(box.run(["/usr/bin/python3", "-c", script]).stdout.split())
+
+
 def curl(box: Container, url: str, *args: str, user: str | None = None) -> tuple[int, float, str]:
     """One request from inside the container: (HTTP status, total seconds, body)."""
     argv = ["curl", "--silent", "--show-error", "--max-time", "60", "--output", "/dev/stderr"]

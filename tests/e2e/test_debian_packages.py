@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from debkit import Debs, build_debs
-from e2etools import LoadRun
+from e2etools import LoadRun, greetings
 
 from cpsysd.harness import container as harness
 from cpsysd.harness.container import Container
@@ -183,20 +183,6 @@ def _apt(box: Container, *debs: str) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
-def _greetings(box: Container, count: int = 30) -> set[str]:
-    """The first word of ``count`` answers of ``/``, each on a new connection."""
-    script = (
-        "import http.client\n"
-        "seen = set()\n"
-        f"for _ in range({count}):\n"
-        "    c = http.client.HTTPConnection('127.0.0.1', 8080, timeout=30)\n"
-        "    c.request('GET', '/'); seen.add(c.getresponse().read().decode().split()[0])\n"
-        "    c.close()\n"
-        "print(' '.join(sorted(seen)))\n"
-    )
-    return set(box.run(["/usr/bin/python3", "-c", script]).stdout.split())
-
-
 def _upgrade_under_load(box: Container, deb: str) -> tuple[int, str, int]:
     """``apt install`` of ``deb`` while 4 clients loop on the app; none of their requests may
     fail, whatever apt's outcome. Returns apt's exit code, its output and the requests served."""
@@ -228,13 +214,13 @@ def test_upgrades_are_health_gated_deploys(
     releases = box.run(["cpsysd", "releases", "hello"]).stdout.splitlines()
     assert [line.split("\t")[0] for line in releases] == ["r1"]
     assert releases[0].endswith("\tlive")
-    assert _greetings(box) == {"Hello"}
+    assert greetings(box, 30) == {"Hello"}
 
     # --- v1 -> v2 under load: no failed request, and only v2 answers afterwards --------------
     code, output, served = _upgrade_under_load(box, f"/root/{v2.name}")
     assert code == 0, output
     figure("requests during apt install of v2 (4 clients)", f"{served} served, 0 failed")
-    assert _greetings(box) == {"Version-2"}
+    assert greetings(box, 30) == {"Version-2"}
     triggers = box.run(["systemctl", "show", "-P", "Triggers", "hello.socket"]).stdout
     assert "hello-release@r2.service" in triggers
 
@@ -249,4 +235,4 @@ def test_upgrades_are_health_gated_deploys(
     assert "version 3 is broken" in refused[0]
     status = box.run(["dpkg-query", "-W", "-f", "${Version} ${db:Status-Status}", "cpsysd-hello"])
     assert status.stdout == "0.1.0+v3 half-configured"
-    assert _greetings(box) == {"Version-2"}
+    assert greetings(box, 30) == {"Version-2"}

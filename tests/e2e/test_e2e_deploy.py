@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from e2etools import LoadRun, example_spec, install_app
+from e2etools import LoadRun, example_spec, greetings, install_app
 
 from cpsysd.harness.container import Container
 
@@ -16,20 +16,6 @@ pytestmark = pytest.mark.e2e
 
 CLIENTS = 4
 HELLO = "/srv/hello/hello.py"
-
-
-def _greetings(box: Container, count: int = 40) -> set[str]:
-    """The first word of ``count`` answers of ``/``, each on a new connection."""
-    script = (
-        "import http.client\n"
-        "seen = set()\n"
-        f"for _ in range({count}):\n"
-        "    c = http.client.HTTPConnection('127.0.0.1', 8080, timeout=30)\n"
-        "    c.request('GET', '/'); seen.add(c.getresponse().read().decode().split()[0])\n"
-        "    c.close()\n"
-        "print(' '.join(sorted(seen)))\n"
-    )
-    return set(box.run(["/usr/bin/python3", "-c", script]).stdout.split())
 
 
 def _set_greeting(box: Container, greeting: str) -> None:
@@ -69,13 +55,13 @@ def test_deploy_refuse_broken_releases_and_roll_back_under_load(
     _set_greeting(container, "release-1")
     first = container.run(deploy, timeout=300)
     assert first.stdout.startswith("release r1 is live (replaced hello.service)")
-    assert _greetings(container) == {"release-1"}
+    assert greetings(container) == {"release-1"}
 
     _set_greeting(container, "release-2")
     result, counts = _under_load(container, deploy)
     assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
     served = _assert_no_failure(counts)
-    assert _greetings(container) == {"release-2"}  # the old release is gone
+    assert greetings(container) == {"release-2"}  # the old release is gone
     figure("requests during cpsysd deploy (4 clients)", f"{served} served, 0 failed")
 
     container.run(["cp", HELLO, f"{HELLO}.good"])
@@ -87,7 +73,7 @@ def test_deploy_refuse_broken_releases_and_roll_back_under_load(
     assert "release r3 is not the app" in stderr
     assert "release 3 is broken" in stderr
     _assert_no_failure(counts)
-    assert _greetings(container) == {"release-2"}
+    assert greetings(container) == {"release-2"}
 
     container.run(["cp", f"{HELLO}.good", HELLO])
     _make_health_fail(container)
@@ -100,12 +86,12 @@ def test_deploy_refuse_broken_releases_and_roll_back_under_load(
     )
     assert "hello-release@r2.service keeps serving" in stderr
     _assert_no_failure(counts)
-    assert _greetings(container) == {"release-2"}
+    assert greetings(container) == {"release-2"}
 
     result, counts = _under_load(container, [*cpsysd, "rollback", "hello"])
     assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
     served = _assert_no_failure(counts)
-    assert _greetings(container) == {"release-1"}
+    assert greetings(container) == {"release-1"}
     figure("requests during cpsysd rollback (4 clients)", f"{served} served, 0 failed")
 
     listed = container.run([*cpsysd, "releases", "hello"]).stdout.splitlines()

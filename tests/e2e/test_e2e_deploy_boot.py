@@ -7,8 +7,8 @@ answers with another greeting from then on, so a unit of ``cpsysd install`` that
 from __future__ import annotations
 
 import pytest
-from e2etools import example_spec, install_app, wait_until
-from test_e2e_deploy import _greetings, _set_greeting
+from e2etools import example_spec, greetings, install_app, wait_until
+from test_e2e_deploy import _set_greeting
 
 from cpsysd.harness.container import Container
 
@@ -55,14 +55,14 @@ def test_workers_target_restart_and_reboot_run_the_live_release(container: Conta
     assert _active(container) == live
 
     container.run(["systemctl", "restart", "hello.target"], timeout=180)
-    assert _greetings(container, 60) == {"release-2"}
+    assert greetings(container, 60) == {"release-2"}
     assert _active(container) == live
     assert _failed(container) == []
 
     _reboot(container, "hello.target")
     # Started by the target, not by a first connection: no request waits a cold start.
     wait_until(lambda: _active(container) == live, 60, "the live release's instances")
-    assert _greetings(container, 60) == {"release-2"}
+    assert greetings(container, 60) == {"release-2"}
     assert _active(container) == live
     assert _failed(container) == []
 
@@ -73,11 +73,11 @@ def test_single_socket_restart_and_reboot_run_the_live_release(container: Contai
     assert _active(container) == live
 
     container.run(["systemctl", "restart", "hello.socket"], timeout=180)
-    assert _greetings(container) == {"release-2"}  # the first connection starts the release
+    assert greetings(container) == {"release-2"}  # the first connection starts the release
     assert _active(container) == live
 
     _reboot(container, "hello.socket")
-    assert _greetings(container) == {"release-2"}
+    assert greetings(container) == {"release-2"}
     assert _active(container) == live
     # By hand, the unit of cpsysd install would start without a socket (the socket's Service=
     # is the release) and fail; it skips the start instead.

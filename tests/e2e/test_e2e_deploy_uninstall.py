@@ -8,8 +8,8 @@ is refused."""
 from __future__ import annotations
 
 import pytest
-from e2etools import example_spec, prepare_app
-from test_e2e_deploy import _greetings, _set_greeting
+from e2etools import example_spec, greetings, prepare_app
+from test_e2e_deploy import _set_greeting
 from test_e2e_uninstall import _snapshot
 
 from cpsysd.harness.container import Container
@@ -51,7 +51,7 @@ def test_uninstall_after_deploys_removes_what_deploy_wrote(container: Container)
     assert reinstall.returncode != 0
     assert "(release r2) and this description has workers = 2" in reinstall.stderr
     container.run(["sed", "-i", "s/^workers = 2$/workers = 3/", "/etc/cpsysd/hello.toml"])
-    assert _greetings(container, 30) == {"release-2"}
+    assert greetings(container, 30) == {"release-2"}
 
     local = "/etc/systemd/system/hello@2.socket.d/local.conf"  # the user's: it stays
     container.write_file(local, "[Socket]\nBacklog=2048\n")
@@ -72,9 +72,9 @@ def test_uninstall_after_deploys_removes_what_deploy_wrote(container: Container)
     # Installed again, the code in working_directory serves; rollback brings release 2 back.
     _set_greeting(container, "working-directory")
     container.run(install)
-    assert _greetings(container, 30) == {"working-directory"}
+    assert greetings(container, 30) == {"working-directory"}
     container.run([*cpsysd, "rollback", "hello"], timeout=300)
-    assert _greetings(container, 30) == {"release-2"}
+    assert greetings(container, 30) == {"release-2"}
 
     container.run([*cpsysd, "uninstall", "hello", "--releases"])
     assert _units(container) == ""

@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from e2etools import example_spec, install_app
+from e2etools import example_spec, greetings, install_app
 from test_e2e_deploy import (
     _assert_no_failure,
-    _greetings,
     _make_health_fail,
     _set_greeting,
     _under_load,
@@ -44,7 +43,7 @@ def test_deploy_with_three_workers_swaps_instance_by_instance_under_load(
     result, counts = _under_load(container, deploy)
     assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
     served = _assert_no_failure(counts)
-    assert _greetings(container, 60) == {"release-2"}
+    assert greetings(container, 60) == {"release-2"}
     assert _live_units(container) == [f"hello-release-r2@{i}.service" for i in (1, 2, 3)]
     figure("requests during cpsysd deploy, workers = 3 (4 clients)", f"{served} served, 0 failed")
 
@@ -55,13 +54,13 @@ def test_deploy_with_three_workers_swaps_instance_by_instance_under_load(
     assert "release r3 of hello (instance 1) did not start: health gate failed" in stderr
     assert "hello-release-r2@1.service keeps serving" in stderr
     _assert_no_failure(counts)
-    assert _greetings(container, 60) == {"release-2"}
+    assert greetings(container, 60) == {"release-2"}
     assert _live_units(container) == [f"hello-release-r2@{i}.service" for i in (1, 2, 3)]
 
     result, counts = _under_load(container, [python, "-m", "cpsysd", "rollback", "hello"])
     assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
     served = _assert_no_failure(counts)
-    assert _greetings(container, 60) == {"release-1"}
+    assert greetings(container, 60) == {"release-1"}
     assert _live_units(container) == [f"hello-release-r1@{i}.service" for i in (1, 2, 3)]
     figure("requests during cpsysd rollback, workers = 3 (4 clients)", f"{served} served, 0 failed")
     triggers = container.run(["systemctl", "show", "-P", "Triggers", "hello@2.socket"]).stdout
@@ -70,5 +69,5 @@ def test_deploy_with_three_workers_swaps_instance_by_instance_under_load(
     # cpsysd restart restarts the live release, not hello@I.service with working_directory's
     # code (whose greeting is release-2 now): still release 1 only, on the release's units.
     container.run([python, "-m", "cpsysd", "restart", "hello"], timeout=300)
-    assert _greetings(container, 60) == {"release-1"}
+    assert greetings(container, 60) == {"release-1"}
     assert _live_units(container) == [f"hello-release-r1@{i}.service" for i in (1, 2, 3)]
